@@ -1,0 +1,134 @@
+"""What the invoke tasks call: provision, add-user, remove-user (no SSH code here)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import runner
+from .config import REPO, RunConfig, load_run
+from .display import Display
+from .errors import ConfigError
+from .inventory import Inventory
+from .inventory_edit import restore, update_user, users_file
+from .report import RunReport
+from .variables import check_username
+
+LAST_RUN = REPO / ".provision" / "last-run.json"
+
+
+def failed_last_time(path: Path = LAST_RUN) -> str:
+    """The hosts that failed or were unreachable in the last recorded run, as a pattern."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--retry-failed: no previous run recorded ({path})") from exc
+    hosts = data.get("failed_hosts") or []
+    if not hosts:
+        raise ConfigError("--retry-failed: the last run had no failed host; nothing to retry")
+    return ",".join(hosts)
+
+
+def provision(hosts: str = "all", *, inventory: str | None = None, check: bool = False,
+              diff: bool = False, forks: int = 10, cli_vars: list[str] | None = None,
+              json_path: str | None = None, verbose: bool = False,
+              display: Display | None = None, command: str = "provision",
+              config: RunConfig | None = None) -> RunReport:
+    """Converge the selected hosts; raises ConfigError before any connection if the
+    inventory or the options are wrong."""
+    if forks < 1:
+        raise ConfigError(f"--forks {forks}: must be at least 1")
+    cfg = config or load_run(inventory, hosts, cli_vars)
+    display = display or Display(verbose=verbose, diff=diff)
+    mode = "check mode: nothing will be changed" if check else "applying"
+    display.line(f"{command}: {len(cfg.hosts)} host(s) ({', '.join(h.name for h in cfg.hosts)})"
+                 f", {mode}")
+    report = runner.run(cfg.hosts, cfg.roles, check=check, forks=forks, display=display,
+                        command=command)
+    display.recap(report)
+    if not check:
+        report.write(LAST_RUN)
+    if json_path:
+        report.write(json_path)
+    return report
+
+
+def read_password(password_file: str | None) -> str | None:
+    """From a file, stdin ('-') or an interactive prompt; None when there is none to ask."""
+    if password_file == "-":
+        text = sys.stdin.readline().rstrip("\n")
+    elif password_file:
+        try:
+            text = Path(password_file).read_text(encoding="utf-8").splitlines()[0]
+        except (OSError, IndexError) as exc:
+            raise ConfigError(f"--password-file {password_file}: cannot read a password "
+                              f"({getattr(exc, 'strerror', None) or 'empty file'})") from exc
+    elif sys.stdin.isatty():
+        text = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != text:
+            raise ConfigError("the two passwords differ")
+    else:
+        return None
+    if not text:
+        raise ConfigError("the password is empty")
+    return text
+
+
+def hash_password(password: str) -> str:
+    """SHA-512 crypt hash, made on this machine; the password never leaves it."""
+    try:
+        proc = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=password + "\n",
+                              capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise ConfigError("cannot hash the password: `openssl passwd -6` failed "
+                          "(apt-get install openssl)") from exc
+    return proc.stdout.strip()
+
+
+def _next_uid(inv: Inventory, minimum: int) -> int:
+    used = set()
+    for name in inv.hosts:
+        for u in inv.resolve(name, {}).vars.get("users") or []:
+            if isinstance(u, dict) and isinstance(u.get("uid"), int):
+                used.add(u["uid"])
+    uid = minimum
+    while uid in used:
+        uid += 1
+    return uid
+
+
+def change_user(name: str, fields: dict[str, Any], *, hosts: str, inventory: str | None,
+                create: bool, command: str, json_path: str | None = None,
+                check: bool = False, diff: bool = False) -> RunReport:
+    """Record a user change in the inventory, validate, then converge the hosts.
+
+    If the changed inventory does not validate, the file is put back as it was and no
+    host is touched.
+    """
+    why = check_username(name)
+    if why:
+        raise ConfigError(why)
+    inv = Inventory(Path(inventory) if inventory else REPO / "inventory")
+    inv.select(hosts)  # an unknown host is an error before anything is written
+    path = users_file(inv)
+    old_text = path.read_text(encoding="utf-8") if path.exists() else None
+    if create and "uid" not in fields:
+        existing = next((u for u in (inv.resolve(inv.hosts[0], {}).vars.get("users") or [])
+                         if isinstance(u, dict) and u.get("name") == name), None) \
+            if inv.hosts else None
+        if not existing or "uid" not in existing:
+            fields = {**fields, "uid": _next_uid(inv, 2000)}
+    update_user(path, name, fields, create=create)
+    try:
+        cfg = load_run(inventory, hosts)
+    except ConfigError:
+        restore(path, old_text)
+        raise
+    if check:
+        restore(path, old_text)
+    return provision(hosts, inventory=inventory, check=check, diff=diff, config=cfg,
+                     command=command, json_path=json_path)

@@ -1,0 +1,272 @@
+"""Facts: one batched read of a host's state, and pure parsers for what it returns.
+
+Roles say what they need in a ``FactRequest``; the runner merges every role's request and
+sends ``remote/collect.py`` once per host (one round trip, however many users, files and
+packages the inventory names). Versions are read from files (dpkg status, dist-info
+folder names, package.json), never by running pip or npm, which cost over a second each.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from .errors import ProvisionError
+from .transport import Transport
+
+UNIT_PROPS = (
+    "Id", "LoadState", "ActiveState", "SubState", "UnitFileState", "MainPID",
+    "NeedDaemonReload", "FragmentPath", "ExecMainStartTimestampMonotonic",
+)
+
+
+@dataclass
+class FactRequest:
+    """What a run needs to know about a host; requests from all roles are merged."""
+
+    files: set[str] = field(default_factory=set)
+    content: set[str] = field(default_factory=set)
+    secret: set[str] = field(default_factory=set)
+    read: set[str] = field(default_factory=lambda: {"/etc/passwd", "/etc/group"})
+    dpkg: set[str] = field(default_factory=set)
+    venvs: set[str] = field(default_factory=set)
+    units: set[str] = field(default_factory=set)
+    shadow: set[str] = field(default_factory=set)
+    password: dict[str, str] = field(default_factory=dict)
+
+    def merge(self, other: FactRequest) -> FactRequest:
+        for name in ("files", "content", "secret", "read", "dpkg", "venvs", "units", "shadow"):
+            getattr(self, name).update(getattr(other, name))
+        self.password.update(other.password)
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "files": sorted(self.files | self.content | self.secret),
+            "content": sorted(self.content),
+            "secret": sorted(self.secret),
+            "read": sorted(self.read),
+            "dpkg": sorted(self.dpkg),
+            "venvs": sorted(self.venvs),
+            "units": sorted(self.units),
+            "unit_props": list(UNIT_PROPS),
+            "shadow": sorted(self.shadow | set(self.password)),
+            "password": self.password,
+        })
+
+
+# ------------------------------------------------------------------------- parsers
+@dataclass(frozen=True)
+class PasswdEntry:
+    name: str
+    uid: int
+    gid: int
+    comment: str
+    home: str
+    shell: str
+
+
+@dataclass(frozen=True)
+class GroupEntry:
+    name: str
+    gid: int
+    members: tuple[str, ...]
+
+
+def parse_passwd(text: str) -> dict[str, PasswdEntry]:
+    """Parse /etc/passwd text into entries by name (malformed lines are skipped)."""
+    out: dict[str, PasswdEntry] = {}
+    for line in text.splitlines():
+        parts = line.split(":")
+        if len(parts) != 7 or not parts[2].isdigit() or not parts[3].isdigit():
+            continue
+        out[parts[0]] = PasswdEntry(parts[0], int(parts[2]), int(parts[3]), parts[4],
+                                    parts[5], parts[6])
+    return out
+
+
+def parse_group(text: str) -> dict[str, GroupEntry]:
+    """Parse /etc/group text into entries by name."""
+    out: dict[str, GroupEntry] = {}
+    for line in text.splitlines():
+        parts = line.split(":")
+        if len(parts) != 4 or not parts[2].isdigit():
+            continue
+        members = tuple(m for m in parts[3].split(",") if m)
+        out[parts[0]] = GroupEntry(parts[0], int(parts[2]), members)
+    return out
+
+
+def parse_dpkg_stanza(stanza: str) -> str | None:
+    """The installed version from a dpkg status stanza, or None if not fully installed."""
+    fields: dict[str, str] = {}
+    for line in stanza.splitlines():
+        if line[:1] in (" ", "\t") or ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    if fields.get("Status", "").split()[-1:] != ["installed"]:
+        return None
+    return fields.get("Version")
+
+
+_DIST_RE = re.compile(r"^(?P<name>.+?)-(?P<version>[^-]+)\.dist-info$")
+
+
+def normalize_dist(name: str) -> str:
+    """PEP 503 normalization: 'Jupyter_Server' and 'jupyter-server' are the same dist."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_dist_infos(names: list[str]) -> dict[str, str]:
+    """Map normalized distribution name to version from ``*.dist-info`` folder names."""
+    out: dict[str, str] = {}
+    for entry in names:
+        m = _DIST_RE.match(entry)
+        if m:
+            out[normalize_dist(m.group("name"))] = m.group("version")
+    return out
+
+
+def parse_systemctl_show(text: str) -> dict[str, dict[str, str]]:
+    """Parse ``systemctl show -p ... UNIT...`` (blank-line separated blocks) by unit Id."""
+    out: dict[str, dict[str, str]] = {}
+    for block in text.strip().split("\n\n"):
+        props: dict[str, str] = {}
+        for line in block.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                props[key] = value
+        if "Id" in props:
+            out[props["Id"]] = props
+    return out
+
+
+def parse_os_release(text: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key] = value.strip().strip('"')
+    return out
+
+
+# --------------------------------------------------------------------------- facts
+@dataclass
+class FileFact:
+    exists: bool
+    type: str | None = None
+    mode: str | None = None
+    owner: str | None = None
+    group: str | None = None
+    sha256: str | None = None
+    content: bytes | None = None
+    size: int | None = None
+    target: str | None = None
+
+
+@dataclass
+class VenvFact:
+    exists: bool
+    dists: dict[str, str]
+    python_version: str | None
+
+
+@dataclass
+class Facts:
+    """A host's state as read in one round trip, parsed."""
+
+    users: dict[str, PasswdEntry]
+    groups: dict[str, GroupEntry]
+    files: dict[str, FileFact]
+    packages: dict[str, str | None]
+    venvs: dict[str, VenvFact]
+    units: dict[str, dict[str, str]]
+    shadow: dict[str, dict[str, Any]]
+    reads: dict[str, str | None]
+    os: dict[str, str]
+    python: str
+    euid: int
+
+    def file(self, path: str) -> FileFact:
+        return self.files.get(path, FileFact(exists=False))
+
+    def unit(self, name: str) -> dict[str, str]:
+        return self.units.get(name, {})
+
+    def venv(self, path: str) -> VenvFact:
+        return self.venvs.get(path, VenvFact(False, {}, None))
+
+    def groups_of(self, user: str) -> set[str]:
+        """Supplementary groups of ``user`` (from /etc/group member lists)."""
+        return {g.name for g in self.groups.values() if user in g.members}
+
+    def json_file(self, path: str) -> dict | None:
+        f = self.file(path)
+        if not f.exists or f.content is None:
+            return None
+        try:
+            return json.loads(f.content.decode("utf-8"))
+        except ValueError:
+            return None
+
+
+def parse_collected(raw: dict[str, Any]) -> Facts:
+    """Turn the collector's JSON into ``Facts`` (pure; tested from captured output)."""
+    reads = raw.get("read", {})
+    files = {}
+    for path, f in raw.get("files", {}).items():
+        content = base64.b64decode(f["content_b64"]) if "content_b64" in f else None
+        files[path] = FileFact(
+            exists=f.get("exists", False), type=f.get("type"), mode=f.get("mode"),
+            owner=f.get("owner"), group=f.get("group"), sha256=f.get("sha256"),
+            content=content, size=f.get("size"), target=f.get("target"),
+        )
+    venvs = {}
+    for path, v in raw.get("venvs", {}).items():
+        cfg = v.get("pyvenv_cfg") or ""
+        m = re.search(r"^version(?:_info)?\s*=\s*(\S+)", cfg, re.M)
+        venvs[path] = VenvFact(v.get("exists", False), parse_dist_infos(v.get("dists", [])),
+                               m.group(1) if m else None)
+    return Facts(
+        users=parse_passwd(reads.get("/etc/passwd") or ""),
+        groups=parse_group(reads.get("/etc/group") or ""),
+        files=files,
+        packages={k: parse_dpkg_stanza(v) for k, v in raw.get("dpkg", {}).items()},
+        venvs=venvs,
+        units=parse_systemctl_show(raw.get("systemd", "")),
+        shadow=raw.get("shadow", {}),
+        reads=reads,
+        os=parse_os_release(raw.get("os_release")),
+        python=raw.get("python", ""),
+        euid=raw.get("euid", -1),
+    )
+
+
+def collector_source() -> str:
+    return resources.files("provision.remote").joinpath("collect.py").read_text()
+
+
+def gather(transport: Transport, request: FactRequest) -> Facts:
+    """Read everything ``request`` names from the host in one round trip."""
+    program = collector_source() + f"\nmain(json.loads({request.to_json()!r}))\n"
+    result = transport.run(["python3", "-"], stdin=program.encode(), check=False,
+                           step="gather facts", display="python3 - (fact collector)")
+    if result.rc != 0:
+        hint = ""
+        if "python3" in result.err and "not found" in result.err:
+            hint = " (the host needs python3: apt-get install python3)"
+        raise ProvisionError(f"gathering facts failed{hint}", host=transport.name,
+                             step="gather facts", command="python3 - (fact collector)",
+                             rc=result.rc, stderr=result.err)
+    try:
+        raw = json.loads(result.out)
+    except ValueError as exc:
+        raise ProvisionError("fact collector printed something that is not JSON",
+                             host=transport.name, step="gather facts",
+                             stderr=result.out[:500]) from exc
+    return parse_collected(raw)

@@ -1,0 +1,90 @@
+"""Edit the inventory's ``users:`` list in place, keeping the file's comments and layout.
+
+``invoke add-user``/``remove-user`` record their change here first, so the inventory stays
+the single source of truth and a later ``provision`` keeps what they did. ruamel.yaml's
+round-trip mode preserves comments and ordering, which PyYAML cannot.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from .errors import ConfigError
+from .inventory import Inventory
+
+
+def users_file(inventory: Inventory) -> Path:
+    """The file that defines ``users`` for the group ``all`` (created if needed)."""
+    group = inventory.groups["all"]
+    origin = group.file_var_origins.get("users")
+    if origin:
+        path = Path(origin.file)
+        return path if path.is_absolute() else Path.cwd() / path
+    root = inventory.path if inventory.path.is_dir() else inventory.path.parent
+    if group.var_origins.get("users"):
+        raise ConfigError(f"{group.var_origins['users']}: users are defined inline in the "
+                          "inventory file; move them to group_vars/all/users.yml so "
+                          "add-user can edit them")
+    return root / "group_vars" / "all" / "users.yml"
+
+
+def _yaml() -> YAML:
+    y = YAML()
+    y.preserve_quotes = True
+    y.indent(mapping=2, sequence=4, offset=2)
+    return y
+
+
+def update_user(path: Path, name: str, fields: dict[str, Any] | None = None, *,
+                create: bool = True) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Merge ``fields`` into user ``name`` in ``path``; return (before, after).
+
+    Written atomically with mode 0600: the file may hold password hashes.
+    """
+    y = _yaml()
+    if path.exists():
+        data = y.load(path.read_text(encoding="utf-8")) or CommentedMap()
+    else:
+        data = CommentedMap()
+        data.yaml_set_start_comment(
+            "Lab users (role users). Edited by `invoke add-user` / `invoke remove-user`;\n"
+            "hand edits are kept. See docs/variables.md for the fields.")
+    if "users" not in data or data["users"] is None:
+        data["users"] = CommentedSeq()
+    seq = data["users"]
+    entry = next((u for u in seq if isinstance(u, dict) and u.get("name") == name), None)
+    before = dict(entry) if entry is not None else None
+    if entry is None:
+        if not create:
+            raise ConfigError(f"user {name!r} is not in {path}")
+        entry = CommentedMap(name=name)
+        seq.append(entry)
+    for key, value in (fields or {}).items():
+        if value is None:
+            entry.pop(key, None)
+        else:
+            entry[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        y.dump(data, fh)
+    os.replace(tmp, path)
+    return before, dict(entry)
+
+
+def restore(path: Path, text: str | None) -> None:
+    """Put a users file back as it was (after a rejected change)."""
+    if text is None:
+        path.unlink(missing_ok=True)
+    else:
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)

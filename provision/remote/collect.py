@@ -1,0 +1,142 @@
+"""Fact collector, run on the host as ``python3 -`` (this file plus one REQUEST line).
+
+It only reads. It returns raw material (file texts, directory listings, ``systemctl show``
+output) as one JSON document; all parsing happens on the workstation in pure functions
+(``provision.facts``), so parsers are unit-tested from captured output. It never returns
+the contents of files marked secret nor any password hash: for passwords it returns only
+the account's status and whether the stored hash equals the one the inventory wants.
+"""
+
+import base64
+import grp
+import hashlib
+import json
+import os
+import pwd
+import stat
+import subprocess
+import sys
+
+MAX_CONTENT = 256 * 1024
+
+
+def file_fact(path, want_content):
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return {"exists": False}
+    except OSError as exc:
+        return {"exists": False, "error": exc.strerror}
+    kind = ("link" if stat.S_ISLNK(st.st_mode) else "dir" if stat.S_ISDIR(st.st_mode)
+            else "file" if stat.S_ISREG(st.st_mode) else "other")
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    fact = {"exists": True, "type": kind, "mode": "%04o" % stat.S_IMODE(st.st_mode),
+            "owner": owner, "group": group, "uid": st.st_uid, "gid": st.st_gid,
+            "size": st.st_size}
+    if kind == "link":
+        fact["target"] = os.readlink(path)
+    if kind == "file":
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            fact["sha256"] = hashlib.sha256(data).hexdigest()
+            if want_content and len(data) <= MAX_CONTENT:
+                fact["content_b64"] = base64.b64encode(data).decode()
+        except OSError as exc:
+            fact["error"] = exc.strerror
+    return fact
+
+
+def read_text(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def dpkg_stanzas(names):
+    wanted = set(names)
+    found = {}
+    text = read_text("/var/lib/dpkg/status") or ""
+    for stanza in text.split("\n\n"):
+        if stanza.startswith("Package: "):
+            name = stanza.split("\n", 1)[0][9:].strip()
+            if name in wanted:
+                found[name] = stanza
+    return found
+
+
+def venv_fact(root):
+    out = {"exists": os.path.isfile(os.path.join(root, "bin", "python")), "dists": [],
+           "pyvenv_cfg": read_text(os.path.join(root, "pyvenv.cfg"))}
+    lib = os.path.join(root, "lib")
+    try:
+        for pydir in os.listdir(lib):
+            site = os.path.join(lib, pydir, "site-packages")
+            if os.path.isdir(site):
+                out["dists"].extend(d for d in os.listdir(site) if d.endswith(".dist-info"))
+    except OSError:
+        pass
+    return out
+
+
+def shadow_fact(users, compare):
+    out = {}
+    try:
+        with open("/etc/shadow", encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        parts = line.split(":")
+        if len(parts) < 3 or parts[0] not in users:
+            continue
+        pw = parts[1]
+        status = "L" if pw.startswith("!") or pw.startswith("*") else ("NP" if pw == "" else "P")
+        entry = {"status": status, "last_change": parts[2],
+                 "expire": parts[7] if len(parts) > 7 else "",
+                 "locked_hash": pw.startswith("!") and len(pw.lstrip("!")) > 1}
+        if parts[0] in compare:
+            entry["password_matches"] = pw.lstrip("!") == compare[parts[0]]
+        out[parts[0]] = entry
+    return out
+
+
+def systemctl_show(units, props):
+    if not units:
+        return ""
+    try:
+        proc = subprocess.run(["systemctl", "show", "--no-pager", "-p", ",".join(props)]
+                              + list(units), capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return "error: %s" % exc
+    return proc.stdout
+
+
+def main(request):
+    secret = set(request.get("secret", []))
+    contents = set(request.get("content", []))
+    result = {
+        "files": {p: file_fact(p, p in contents and p not in secret)
+                  for p in request.get("files", [])},
+        "read": {p: read_text(p) for p in request.get("read", [])},
+        "dpkg": dpkg_stanzas(request.get("dpkg", [])),
+        "venvs": {p: venv_fact(p) for p in request.get("venvs", [])},
+        "shadow": shadow_fact(set(request.get("shadow", [])), request.get("password", {})),
+        "systemd": systemctl_show(request.get("units", []), request.get("unit_props", [])),
+        "python": "%d.%d.%d" % sys.version_info[:3],
+        "os_release": read_text("/etc/os-release"),
+        "euid": os.geteuid(),
+    }
+    for p in secret & set(result["files"]):
+        result["files"][p].pop("content_b64", None)
+        result["files"][p].pop("sha256", None)
+    sys.stdout.write(json.dumps(result))

@@ -1,0 +1,77 @@
+"""Jinja2 rendering of ``templates/<role>/<file>.j2`` with StrictUndefined.
+
+Values from the inventory reach Python files through the ``py`` filter (a Python literal,
+never pasted raw) and shell or systemd lines through ``sh`` (``shlex.quote``). A template
+error names the template file and line.
+"""
+
+from __future__ import annotations
+
+import shlex
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from .errors import ConfigError
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def py_literal(value: Any) -> str:
+    """A Python literal for ``value`` that evaluates back to exactly ``value``.
+
+    Sets render sorted (stable output, so an unchanged inventory renders byte-identical).
+    """
+    if isinstance(value, set | frozenset):
+        if not value:
+            return "set()"
+        return "{" + ", ".join(py_literal(v) for v in sorted(value, key=repr)) + "}"
+    if isinstance(value, list | tuple):
+        inner = ", ".join(py_literal(v) for v in value)
+        if isinstance(value, list):
+            return f"[{inner}]"
+        return f"({inner}{',' if len(value) == 1 else ''})"
+    if isinstance(value, dict):
+        items = ", ".join(f"{py_literal(k)}: {py_literal(v)}" for k, v in value.items())
+        return "{" + items + "}"
+    if value is None or isinstance(value, bool | int | float | str):
+        return repr(value)
+    raise TypeError(f"cannot render {type(value).__name__} as a Python literal")
+
+
+def systemd_escape_arg(value: str) -> str:
+    """Quote one ExecStart= argument for systemd (double quotes, specifiers doubled)."""
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    escaped = escaped.replace("$", "$$")
+    return f'"{escaped}"'
+
+
+@cache
+def environment(root: str = str(TEMPLATES)) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(root),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # noqa: S701 - renders config files, not HTML
+    )
+    env.filters["py"] = py_literal
+    env.filters["sh"] = lambda v: shlex.quote(str(v))
+    env.filters["systemd_arg"] = systemd_escape_arg
+    return env
+
+
+def render(name: str, context: dict[str, Any], root: Path | None = None) -> str:
+    """Render ``templates/<name>`` (e.g. ``jupyterhub/jupyterhub_config.py.j2``)."""
+    env = environment(str(root or TEMPLATES))
+    try:
+        return env.get_template(name).render(**context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"templates/{exc.name or name}:{exc.lineno}: {exc.message}") from exc
+    except jinja2.UndefinedError as exc:
+        raise ConfigError(f"templates/{name}: {exc.message}") from exc
+    except jinja2.TemplateNotFound as exc:
+        raise ConfigError(f"template not found: templates/{exc.name}") from exc

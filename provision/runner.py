@@ -1,0 +1,241 @@
+"""Run roles on hosts: hosts in parallel (bounded by ``forks``), roles in order per host.
+
+Per host: connect once, gather every fact all roles need in one round trip, then for each
+role plan and apply its actions; facts are gathered again only after a role changed
+something (so a no-op run costs one round trip). Handlers run once at the end, for what
+was notified in this run or left pending by an earlier one that failed before reaching
+them (a marker file on the host remembers, so a restart is never lost). One host's
+failure stops only that host; every host gets its own ``HostReport``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
+from typing import Any
+
+from .display import Display
+from .errors import ProvisionError, UnreachableError
+from .facts import FactRequest, Facts, gather
+from .inventory import Host
+from .report import HostReport, RunReport, StepResult
+from .role import role_enabled
+from .steps import Action, Upload
+from .transport import LocalTransport, Result, SSHTransport, Transport
+
+PENDING_DIR = "/var/lib/jhprovision/pending"
+PROGRESS_EVERY = 15.0
+
+
+def pending_marker(handler: str) -> str:
+    return f"{PENDING_DIR}/{handler.replace(' ', '-')}"
+
+
+def make_transport(host: Host) -> Transport:
+    v = host.vars
+    if v.get("ansible_connection") == "local":
+        return LocalTransport(host.name)
+    return SSHTransport(
+        host.name,
+        address=v.get("ansible_host"),
+        port=v.get("ansible_port"),
+        user=v.get("ansible_user"),
+        key_file=v.get("ansible_ssh_private_key_file"),
+        known_hosts_file=v.get("provision_known_hosts_file"),
+        host_key_checking=v.get("ansible_host_key_checking", True),
+        connect_timeout=float(v.get("provision_connect_timeout", 10)),
+    )
+
+
+class HostRun:
+    """One host's run: what handlers get to act on the host."""
+
+    def __init__(self, host: Host, transport: Transport, *, check: bool, display: Display,
+                 cancel: threading.Event) -> None:
+        self.host = host
+        self.vars: dict[str, Any] = host.vars
+        self.transport = transport
+        self.check = check
+        self.display = display
+        self.cancel = cancel
+        self.report = HostReport(host.name)
+        #: handlers due in this run (a handler may skip work another one will do)
+        self.notified: set[str] = set()
+
+    def run(self, argv: Sequence[str], **kw: Any) -> Result:
+        return self.transport.run(argv, **kw)
+
+    def log(self, text: str) -> None:
+        self.display.host_line(self.host.name, "info", text)
+
+    # ------------------------------------------------------------------ actions
+    def apply(self, role: str, action: Action) -> StepResult:
+        result = StepResult(role, action.name, "changed" if action.changed else "ok",
+                            diff=action.diff)
+        if not action.changed:
+            return result
+        result.commands = [op.shown() for op in action.ops]
+        if self.check:
+            return result
+        if self.cancel.is_set():
+            raise ProvisionError("interrupted", host=self.host.name, step=action.name)
+        start = time.monotonic()
+        stop = threading.Event()
+        if action.long:
+            threading.Thread(target=self._heartbeat, args=(f"{role}: {action.name}", stop,
+                                                           start), daemon=True).start()
+        try:
+            for name in action.notify:
+                # Remember the handler on the host first: if this run dies before handlers
+                # run, the next run still restarts what this change needs restarted.
+                self.transport.run(["sh", "-c", 'mkdir -p -m 0700 "$1" && : > "$2"', "sh",
+                                    PENDING_DIR, pending_marker(name)], step=action.name)
+            for op in action.ops:
+                if isinstance(op, Upload):
+                    self.transport.put(op.content, op.path, mode=op.mode, owner=op.owner,
+                                       group=op.group, validate=op.validate, step=action.name)
+                else:
+                    self.transport.run(op.argv, stdin=op.stdin, timeout=op.timeout,
+                                       step=action.name, display=op.display)
+        except UnreachableError:
+            raise
+        except ProvisionError as exc:
+            result.status = "failed"
+            exc.step = exc.step or action.name
+            result.error = exc.as_dict()
+        finally:
+            stop.set()
+            result.duration = time.monotonic() - start
+        return result
+
+    def _heartbeat(self, what: str, stop: threading.Event, start: float) -> None:
+        while not stop.wait(PROGRESS_EVERY):
+            self.display.progress(self.host.name, what, time.monotonic() - start)
+
+
+def _record(hr: HostRun, result: StepResult) -> None:
+    hr.report.steps.append(result)
+    hr.display.step(hr.host.name, result, hr.check)
+
+
+def converge_host(host: Host, roles: list[ModuleType], *, check: bool, display: Display,
+                  cancel: threading.Event,
+                  transport_factory: Callable[[Host], Transport] = make_transport) -> HostReport:
+    """Apply ``roles`` to one host; never raises (the report says what happened)."""
+    start = time.monotonic()
+    transport = transport_factory(host)
+    hr = HostRun(host, transport, check=check, display=display, cancel=cancel)
+    rep = hr.report
+    try:
+        connect = getattr(transport, "connect", None)
+        if connect:
+            connect()
+        active = [r for r in roles if role_enabled(r, host.vars)]
+        handlers = [(r.NAME, h) for r in active for h in getattr(r, "HANDLERS", [])]
+        request = FactRequest(files={pending_marker(h.name) for _, h in handlers})
+        for role in active:
+            request.merge(role.facts(host.vars))
+        facts: Facts = gather(transport, request)
+        notified = {h.name for _, h in handlers if facts.file(pending_marker(h.name)).exists}
+        for index, role in enumerate(active):
+            changed = False
+            for action in role.plan(host.vars, facts):
+                result = hr.apply(role.NAME, action)
+                _record(hr, result)
+                if result.status == "failed":
+                    raise _Stop()
+                if action.changed:
+                    changed = True
+                    notified.update(action.notify)
+            if changed and not check and index < len(active) - 1:
+                facts = gather(transport, request)
+        hr.notified = notified
+        for role_name, handler in handlers:
+            if handler.name not in notified:
+                continue
+            result = StepResult(role_name, f"handler: {handler.name}", "changed",
+                                diff=handler.description)
+            if not check:
+                t0 = time.monotonic()
+                try:
+                    handler.run(hr)
+                    transport.run(["rm", "-f", "--", pending_marker(handler.name)],
+                                  step=handler.name)
+                except UnreachableError:
+                    raise
+                except ProvisionError as exc:
+                    result.status = "failed"
+                    result.error = exc.as_dict()
+                result.duration = time.monotonic() - t0
+            rep.handlers.append(handler.name)
+            _record(hr, result)
+            if result.status == "failed":
+                raise _Stop()
+    except _Stop:
+        pass
+    except UnreachableError as exc:
+        rep.unreachable = True
+        rep.error = exc.message
+        display.unreachable(host.name, exc.message)
+    except ProvisionError as exc:
+        rep.error = str(exc)
+        display.host_failed(host.name, str(exc).splitlines()[0])
+        rep.steps.append(StepResult(exc.step or "engine", exc.step or "run", "failed",
+                                    error=exc.as_dict()))
+    finally:
+        rep.round_trips = transport.round_trips
+        try:
+            transport.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection must not mask results
+            pass
+        rep.duration = time.monotonic() - start
+    return rep
+
+
+class _Stop(Exception):
+    """A step failed: stop this host (already recorded)."""
+
+
+def run(hosts: list[Host], roles: list[ModuleType], *, check: bool = False, forks: int = 10,
+        display: Display | None = None, command: str = "provision",
+        transport_factory: Callable[[Host], Transport] = make_transport) -> RunReport:
+    """Converge ``hosts`` in parallel; returns the run's report (never raises per host)."""
+    display = display or Display()
+    display.width = max([display.width, *(len(h.name) for h in hosts)])
+    report = RunReport({h.name: HostReport(h.name) for h in hosts}, check=check,
+                       command=command)
+    cancel = threading.Event()
+    start = time.monotonic()
+    pool = ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts))))
+    futures = {
+        pool.submit(converge_host, h, roles, check=check, display=display, cancel=cancel,
+                    transport_factory=transport_factory): h.name
+        for h in hosts
+    }
+    try:
+        for future, name in futures.items():
+            while True:
+                try:
+                    report.hosts[name] = future.result(timeout=0.5)
+                    break
+                except TimeoutError:
+                    continue
+    except KeyboardInterrupt:
+        # Let each host finish the op it is in (every op is atomic), then stop.
+        cancel.set()
+        display.line("interrupted: finishing the current command on each host, then stopping")
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future, name in futures.items():
+            if future.done() and not future.cancelled():
+                report.hosts[name] = future.result()
+            else:
+                report.hosts[name].error = "interrupted before it started"
+        report.duration = time.monotonic() - start
+        raise
+    finally:
+        pool.shutdown(wait=True)
+    report.duration = time.monotonic() - start
+    return report

@@ -1,0 +1,319 @@
+"""Transports: the only code that talks to a host.
+
+``run(argv)`` executes an argv list (quoted with ``shlex.join``, never a formatted shell
+string) and returns a ``Result``; ``put(content, path, ...)`` replaces a file atomically:
+the bytes go to a temp file in the same directory, owner and mode are set, an optional
+validation command checks the temp file, and only then is it renamed over the old one. A
+broken render therefore never replaces a working file, and an interrupted run leaves either
+the old file or the new one.
+
+Three implementations: ``SSHTransport`` (Fabric; one connection per host, opened once and
+reused), ``LocalTransport`` (this machine) and ``FakeTransport`` (unit tests).
+"""
+
+from __future__ import annotations
+
+import select
+import shlex
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ProvisionError, UnreachableError
+
+# Runs as `sh -c PUT_SCRIPT sh DEST MODE OWNER GROUP [VALIDATE ARGV...]`, content on stdin.
+# In the validate argv, the word {} stands for the temp file.
+PUT_SCRIPT = r"""set -eu
+dest=$1 mode=$2 owner=$3 group=$4
+shift 4
+dir=$(dirname -- "$dest")
+base=$(basename -- "$dest")
+tmp=$(mktemp --suffix="-$base" "$dir/.jhprov.XXXXXXXX")
+trap 'rm -f -- "$tmp"' EXIT INT TERM HUP
+cat > "$tmp"
+chown -- "$owner:$group" "$tmp"
+chmod -- "$mode" "$tmp"
+if [ $# -gt 0 ]; then
+  n=$#
+  for a in "$@"; do
+    [ "$a" = "{}" ] && a=$tmp
+    set -- "$@" "$a"
+  done
+  shift "$n"
+  "$@"
+fi
+sync -- "$tmp" 2>/dev/null || true
+mv -f -- "$tmp" "$dest"
+trap - EXIT INT TERM HUP
+"""
+
+
+@dataclass
+class Result:
+    """What a remote command did."""
+
+    command: str
+    rc: int
+    out: str
+    err: str
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+class Transport(ABC):
+    """Run argv lists and upload files on one host."""
+
+    name: str
+    #: commands that crossed the wire (round trips), for the benchmark and tests
+    round_trips: int
+
+    @abstractmethod
+    def _exec(self, command: str, stdin: bytes | None, timeout: float | None) -> Result:
+        """Run one shell command line on the host."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the connection."""
+
+    @property
+    def needs_sudo(self) -> bool:
+        return False
+
+    def command_line(self, argv: Sequence[str]) -> str:
+        """The exact command line sent for ``argv`` (sudo-wrapped when not root)."""
+        argv = [str(a) for a in argv]
+        if self.needs_sudo:
+            argv = ["sudo", "-n", "-H", "--", *argv]
+        return shlex.join(argv)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+        step: str | None = None,
+        display: str | None = None,
+    ) -> Result:
+        """Run ``argv``; with ``check``, a non-zero exit raises ``ProvisionError``.
+
+        ``display`` replaces the command in error messages (for commands whose argv is
+        long or carries content that must not be echoed).
+        """
+        command = self.command_line(argv)
+        self.round_trips += 1
+        result = self._exec(command, stdin, timeout)
+        if check and result.rc != 0:
+            raise ProvisionError(
+                f"command failed on {self.name}",
+                host=self.name,
+                step=step,
+                command=display or command,
+                rc=result.rc,
+                stderr=result.err or result.out,
+            )
+        return result
+
+    def put(
+        self,
+        content: bytes,
+        path: str,
+        *,
+        mode: str = "0644",
+        owner: str = "root",
+        group: str = "root",
+        validate: Sequence[str] | None = None,
+        step: str | None = None,
+    ) -> Result:
+        """Replace ``path`` atomically with ``content`` (see module docstring)."""
+        argv = ["sh", "-c", PUT_SCRIPT, "sh", path, mode, owner, group, *(validate or ())]
+        shown = f"put {path} (mode {mode}, {owner}:{group}"
+        shown += f", validated by {shlex.join(validate)})" if validate else ")"
+        return self.run(argv, stdin=content, step=step, display=shown)
+
+
+class SSHTransport(Transport):
+    """One Fabric connection per host, opened once and reused for every command.
+
+    Host keys are checked: against ``~/.ssh/known_hosts`` and, when the inventory names one,
+    ``provision_known_hosts_file``. An unknown or changed key refuses the connection unless
+    the inventory explicitly sets ``ansible_host_key_checking: false`` for that host.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        address: str | None = None,
+        port: int | None = None,
+        user: str | None = None,
+        key_file: str | None = None,
+        known_hosts_file: str | None = None,
+        host_key_checking: bool = True,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.name = name
+        self.round_trips = 0
+        self._address = address or name
+        self._port = port
+        self._user = user
+        self._key_file = key_file
+        self._known_hosts_file = known_hosts_file
+        self._host_key_checking = host_key_checking
+        self._connect_timeout = connect_timeout
+        self._conn = None
+        self._user_effective: str | None = None
+
+    def connect(self) -> None:
+        from fabric import Connection
+        from paramiko import AuthenticationException, RejectPolicy, SSHException, WarningPolicy
+
+        kwargs: dict = {}
+        if self._key_file:
+            kwargs["key_filename"] = [self._key_file]
+        conn = Connection(
+            host=self._address,
+            user=self._user,
+            port=self._port,
+            connect_timeout=self._connect_timeout,
+            connect_kwargs=kwargs,
+        )
+        # Fabric defaults to AutoAddPolicy (trust on first use, silently); we do not.
+        conn.client.set_missing_host_key_policy(
+            RejectPolicy() if self._host_key_checking else WarningPolicy()
+        )
+        if self._known_hosts_file:
+            path = Path(self._known_hosts_file).expanduser()
+            if not path.is_file():
+                raise UnreachableError(
+                    f"{self.name}: known_hosts file {path} does not exist", host=self.name
+                )
+            conn.client.load_host_keys(str(path))
+        where = f"{conn.user}@{conn.host}:{conn.port}"
+        try:
+            conn.open()
+        except AuthenticationException as exc:
+            raise UnreachableError(
+                f"{self.name}: SSH authentication failed for {where}: {exc}", host=self.name
+            ) from exc
+        except SSHException as exc:
+            msg = str(exc)
+            if "known_hosts" in msg or "host key" in msg.lower():
+                msg = (f"host key of {where} is not known ({msg}); verify it and add it to "
+                       "known_hosts (or, for throwaway hosts only, set "
+                       "ansible_host_key_checking: false in the inventory)")
+            raise UnreachableError(f"{self.name}: {msg}", host=self.name) from exc
+        except (TimeoutError, OSError, EOFError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise UnreachableError(
+                f"{self.name}: cannot connect to {where}: {reason}", host=self.name
+            ) from exc
+        transport = conn.client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(15)
+        self._conn = conn
+        self._user_effective = conn.user
+
+    @property
+    def needs_sudo(self) -> bool:
+        return (self._user_effective or "root") != "root"
+
+    def _exec(self, command: str, stdin: bytes | None, timeout: float | None) -> Result:
+        if self._conn is None:
+            self.connect()
+        start = time.monotonic()
+        try:
+            transport = self._conn.client.get_transport()
+            if transport is None or not transport.is_active():
+                raise EOFError("connection closed")
+            chan = transport.open_session(timeout=self._connect_timeout)
+            chan.exec_command(command)
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            out, err = bytearray(), bytearray()
+            deadline = start + timeout if timeout else None
+            while True:
+                if chan.recv_ready():
+                    out += chan.recv(65536)
+                    continue
+                if chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                    continue
+                if chan.exit_status_ready():
+                    break
+                if deadline and time.monotonic() > deadline:
+                    chan.close()
+                    raise ProvisionError(
+                        f"command timed out after {timeout:.0f}s on {self.name}",
+                        host=self.name, command=command,
+                    )
+                if not transport.is_active():
+                    raise EOFError("connection lost")
+                select.select([chan], [], [], 1.0)
+            # Drain what arrived together with the exit status.
+            while chan.recv_ready():
+                out += chan.recv(65536)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            rc = chan.recv_exit_status()
+            chan.close()
+        except ProvisionError:
+            raise
+        except (OSError, EOFError, Exception) as exc:  # paramiko raises many kinds
+            if isinstance(exc, ProvisionError):
+                raise
+            raise UnreachableError(
+                f"{self.name}: connection lost while running a command: "
+                f"{exc or type(exc).__name__}",
+                host=self.name, command=command,
+            ) from exc
+        return Result(command, rc, out.decode("utf-8", "replace"),
+                      err.decode("utf-8", "replace"), time.monotonic() - start)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class LocalTransport(Transport):
+    """This machine, through subprocess (as the current user)."""
+
+    def __init__(self, name: str = "localhost") -> None:
+        self.name = name
+        self.round_trips = 0
+
+    def _exec(self, command: str, stdin: bytes | None, timeout: float | None) -> Result:
+        start = time.monotonic()
+        try:
+            proc = subprocess.run(  # noqa: S602 - command is shlex.join of an argv list
+                command, shell=True, input=stdin or b"", capture_output=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ProvisionError(f"command timed out after {timeout}s", host=self.name,
+                                 command=command) from exc
+        return Result(command, proc.returncode, proc.stdout.decode("utf-8", "replace"),
+                      proc.stderr.decode("utf-8", "replace"), time.monotonic() - start)
+
+
+@dataclass
+class FakeTransport(Transport):
+    """Records commands; answers from ``responder(argv, stdin) -> (rc, out, err)``."""
+
+    name: str = "fake"
+    responder: Callable[[list[str], bytes | None], tuple[int, str, str]] | None = None
+    calls: list[tuple[list[str], bytes | None]] = field(default_factory=list)
+    round_trips: int = 0
+
+    def _exec(self, command: str, stdin: bytes | None, timeout: float | None) -> Result:
+        argv = shlex.split(command)
+        self.calls.append((argv, stdin))
+        rc, out, err = (self.responder(argv, stdin) if self.responder else (0, "", ""))
+        return Result(command, rc, out, err)

@@ -1,0 +1,275 @@
+"""jupyterhub: the hub in its own virtualenv, its config from a template, its unit.
+
+The virtualenv pins jupyterhub, jupyterlab and notebook, so the single-user server is
+always there ("Spawn failed" cannot come from a missing package). The config is rendered
+with every inventory value as a Python literal, compiled locally and checked on the host
+with the hub's own config loader before it replaces the old one; the old one is kept as
+``.prev``. The hub is restarted only when its config, unit, environment or packages
+changed; after a (re)start the handler waits for ``/hub/api`` and, if it never answers,
+puts the previous config back, restarts, and fails the host with the hub's log tail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from provision.errors import ConfigError, ProvisionError
+from provision.facts import FactRequest, Facts
+from provision.render import render
+from provision.role import Handler
+from provision.runner import HostRun
+from provision.steps import (
+    Action,
+    Command,
+    Upload,
+    plan_apt,
+    plan_directory,
+    plan_file,
+    plan_pip,
+    plan_secret,
+    plan_service,
+    plan_unit,
+)
+from provision.variables import Var
+
+from ._common import active_users, hub_api_url, hub_urls
+from .proxy import ENV_FILE
+from .proxy import UNIT as PROXY_UNIT
+
+NAME = "jupyterhub"
+
+VARIABLES = [
+    Var("jupyterhub_venv", "/opt/jupyterhub", "path", "Virtualenv of the hub and of users' "
+        "servers."),
+    Var("jupyterhub_version", "6.1.1", "version", "jupyterhub package version."),
+    Var("jupyterlab_version", "4.6.6", "version", "jupyterlab package version (the default "
+        "UI)."),
+    Var("notebook_version", "7.6.5", "version", "notebook package version (classic UI at "
+        "/tree)."),
+    Var("jupyterhub_extra_packages", [], "list[pip]", "More pip packages for users' kernels, "
+        "'name' or 'name==version' (e.g. numpy==2.3.4)."),
+    Var("jupyterhub_config_dir", "/etc/jupyterhub", "path", "Where jupyterhub_config.py "
+        "lives."),
+    Var("jupyterhub_state_dir", "/var/lib/jupyterhub", "path", "The hub's database and "
+        "cookie secret (0700)."),
+    Var("jupyterhub_ip", "", "ip", "Public address the proxy listens on ('' = all "
+        "interfaces) (c.JupyterHub.ip)."),
+    Var("jupyterhub_port", 8000, "port", "Public port (c.JupyterHub.port)."),
+    Var("jupyterhub_base_url", "/", "base_url", "Path the hub is served under, e.g. '/jhub/' "
+        "behind a reverse proxy; the apache role uses the same value."),
+    Var("jupyterhub_bind_url", None, "bind_url", "Full public URL, e.g. "
+        "'http://:8000/jhub/' (c.JupyterHub.bind_url). When set, it replaces jupyterhub_ip, "
+        "jupyterhub_port and jupyterhub_base_url.", nullable=True),
+    Var("jupyterhub_hub_ip", "127.0.0.1", "ip", "Address of the hub's private API "
+        "(c.JupyterHub.hub_ip); '0.0.0.0' when proxy or spawners are remote."),
+    Var("jupyterhub_hub_port", 8081, "port", "Port of the hub's private API "
+        "(c.JupyterHub.hub_port)."),
+    Var("jupyterhub_hub_connect_ip", None, "host", "Address others use to reach the hub "
+        "(c.JupyterHub.hub_connect_ip), when hub_ip is not reachable as is.", nullable=True),
+    Var("jupyterhub_default_url", "/lab", "line", "What users land on "
+        "(c.Spawner.default_url): '/lab' for JupyterLab, '/tree' for the classic notebook."),
+    Var("jupyterhub_notebook_dir", None, "notebook_dir", "Users' root directory "
+        "(c.Spawner.notebook_dir), e.g. '~/notebooks'; a '~/' path is created in each "
+        "user's home.", nullable=True),
+    Var("jupyterhub_start_timeout", 60, "int", "Seconds a user's server may take to start."),
+    Var("jupyterhub_admin_users", [], "list[username]", "Extra JupyterHub admins by name "
+        "(c.Authenticator.admin_users); must be inventory users. Only grants: removing a "
+        "name does not demote (use admin: true on the user, i.e. the wheel group)."),
+    Var("jupyterhub_allowed_users", [], "list[username]", "Users allowed by name "
+        "(c.Authenticator.allowed_users), in addition to every present inventory user."),
+    Var("jupyterhub_allowed_groups", [], "list[group]", "More Linux groups whose members may "
+        "log in (c.PAMAuthenticator.allowed_groups; users_hub_group is always allowed)."),
+    Var("jupyterhub_allow_all", False, "bool", "Let every Linux user with a password log in "
+        "(c.Authenticator.allow_all)."),
+    Var("jupyterhub_admin_groups", None, "list[group]", "Groups whose members are admins "
+        "(c.PAMAuthenticator.admin_groups); default: [wheel_group].", nullable=True),
+    Var("jupyterhub_admin_access", True, "bool", "Admins may access users' servers. "
+        "JupyterHub 2+ always grants this to its admin role (JupyterHub.admin_access is "
+        "deprecated); false is refused rather than silently ignored."),
+    Var("jupyterhub_request_otp", False, "bool", "Ask for a one-time password after the "
+        "password (c.Authenticator.request_otp; JupyterHub 5+, PAM must check it)."),
+    Var("jupyterhub_otp_prompt", "OTP:", "line", "The one-time password prompt "
+        "(c.Authenticator.otp_prompt), e.g. 'Google Authenticator:'."),
+    Var("jupyterhub_extra_config", "", "str", "Python appended verbatim to "
+        "jupyterhub_config.py (checked to compile and load before it is installed)."),
+]
+
+UNIT = "jupyterhub.service"
+UNIT_PATH = f"/etc/systemd/system/{UNIT}"
+HANDLER = "restart jupyterhub"
+
+
+def config_path(v: dict[str, Any]) -> str:
+    return f"{v['jupyterhub_config_dir']}/jupyterhub_config.py"
+
+
+def secret_path(v: dict[str, Any]) -> str:
+    return f"{v['jupyterhub_state_dir']}/jupyterhub_cookie_secret"
+
+
+def check(v: dict[str, Any]) -> list[tuple[str, str]]:
+    problems = []
+    names = {u.get("name") for u in v.get("users") or [] if isinstance(u, dict)}
+    for key in ("jupyterhub_admin_users", "jupyterhub_allowed_users"):
+        for name in v.get(key) or []:
+            if name not in names:
+                problems.append((key, f"{name!r} is not an inventory user (add it to users)"))
+    major = int(v["jupyterhub_version"].split(".")[0]) if v["jupyterhub_version"][0].isdigit() \
+        else 0
+    if v["jupyterhub_request_otp"] and major < 5:
+        problems.append(("jupyterhub_request_otp", "needs jupyterhub_version 5 or newer"))
+    if not v["jupyterhub_admin_access"] and major >= 2:
+        problems.append(("jupyterhub_admin_access", "false is not possible with JupyterHub 2+ "
+                         "(its admin role always includes access to servers); restrict "
+                         "admins with custom roles in jupyterhub_extra_config instead"))
+    if v.get("jupyterhub_bind_url") and v.get("jupyterhub_base_url", "/") != "/" and \
+            hub_urls(v).base_url != v["jupyterhub_base_url"]:
+        problems.append(("jupyterhub_bind_url", f"its path {hub_urls(v).base_url!r} differs "
+                         f"from jupyterhub_base_url {v['jupyterhub_base_url']!r}: set one"))
+    if hub_urls(v).port in (v["jupyterhub_hub_port"], v.get("proxy_api_port")):
+        problems.append(("jupyterhub_port", "the public port must differ from the hub's and "
+                         "the proxy API's ports"))
+    return problems
+
+
+def requirements(v: dict[str, Any]) -> list[str]:
+    return [f"jupyterhub=={v['jupyterhub_version']}", f"jupyterlab=={v['jupyterlab_version']}",
+            f"notebook=={v['notebook_version']}", *v["jupyterhub_extra_packages"]]
+
+
+def render_config(v: dict[str, Any]) -> str:
+    urls = hub_urls(v)
+    admin_groups = v["jupyterhub_admin_groups"]
+    if admin_groups is None:
+        admin_groups = [v["wheel_group"]]
+    ctx = dict(
+        v,
+        hub_bind_url=urls.bind_url,
+        proxy_api_url=f"http://{v['proxy_api_ip'] or '127.0.0.1'}:{v['proxy_api_port']}",
+        cookie_secret_file=secret_path(v),
+        db_url=f"sqlite:///{v['jupyterhub_state_dir']}/jupyterhub.sqlite",
+        singleuser_cmd=f"{v['jupyterhub_venv']}/bin/jupyterhub-singleuser",
+        allowed_groups={v["users_hub_group"], *v["jupyterhub_allowed_groups"]},
+        admin_groups=set(admin_groups),
+        jupyterhub_admin_users=set(v["jupyterhub_admin_users"]),
+        jupyterhub_allowed_users=set(v["jupyterhub_allowed_users"]),
+    )
+    text = render("jupyterhub/jupyterhub_config.py.j2", ctx)
+    try:
+        compile(text, config_path(v), "exec")
+    except SyntaxError as exc:
+        raise ConfigError(f"jupyterhub_extra_config: the rendered jupyterhub_config.py does not "
+                          f"compile: {exc.msg} (line {exc.lineno})") from exc
+    return text
+
+
+def render_unit(v: dict[str, Any]) -> str:
+    return render("jupyterhub/jupyterhub.service.j2", dict(
+        v, proxy_unit=PROXY_UNIT, proxy_env_file=ENV_FILE, config_file=config_path(v)))
+
+
+def facts(v: dict[str, Any]) -> FactRequest:
+    req = FactRequest(
+        dpkg={"python3-venv"},
+        venvs={v["jupyterhub_venv"]},
+        files={v["jupyterhub_config_dir"], v["jupyterhub_state_dir"]},
+        content={config_path(v), UNIT_PATH},
+        secret={secret_path(v)},
+        units={UNIT},
+    )
+    return req
+
+
+def _notebook_dirs(v: dict[str, Any], facts: Facts) -> list[Action]:
+    nb = v["jupyterhub_notebook_dir"]
+    if not nb or not nb.startswith("~/"):
+        return []
+    out = []
+    for u in active_users(v):
+        cur = facts.users.get(u["name"])
+        home = cur.home if cur else f"/home/{u['name']}"
+        path = f"{home}/{nb[2:].rstrip('/')}"
+        out.append(plan_directory(facts, path, mode="0750", owner=u["name"], group=u["name"]))
+    return out
+
+
+def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
+    config = render_config(v)
+    venv = v["jupyterhub_venv"]
+    loader = (f"{venv}/bin/python", "-c",
+              "import os,sys\n"
+              "from traitlets.config.loader import PyFileConfigLoader\n"
+              "p = sys.argv[1]\n"
+              "PyFileConfigLoader(os.path.basename(p), os.path.dirname(p)).load_config()\n",
+              "{}")
+    actions = [
+        plan_apt(facts, {"python3-venv": None}),
+        plan_pip(facts, venv, requirements(v), name="jupyterhub packages", notify=(HANDLER,)),
+        plan_directory(facts, v["jupyterhub_config_dir"], mode="0755"),
+        plan_directory(facts, v["jupyterhub_state_dir"], mode="0700"),
+        plan_secret(facts, secret_path(v), notify=(HANDLER,)),
+    ]
+    cfg = plan_file(facts, config_path(v), config, mode="0644", validate=list(loader),
+                    notify=(HANDLER,))
+    if any(isinstance(op, Upload) for op in cfg.ops) and facts.file(config_path(v)).exists:
+        # Keep the config in use, so a hub that fails with the new one can be rolled back.
+        cfg.ops.insert(0, Command(["cp", "--preserve=mode,ownership", "--",
+                                   config_path(v), config_path(v) + ".prev"]))
+    actions.append(cfg)
+    actions.extend(_notebook_dirs(v, facts))
+    actions.append(plan_unit(facts, UNIT_PATH, render_unit(v), notify=(HANDLER,)))
+    service = plan_service(facts, UNIT, running=None)
+    if facts.unit(UNIT).get("ActiveState") != "active":
+        service.ops.append(Command(["true"], display=f"{UNIT} is not running: start it"))
+        service.notify = (HANDLER,)
+        service.diff = (service.diff + f"\n~ {UNIT}: not running -> started").strip()
+    actions.append(service)
+    return actions
+
+
+WAIT_SCRIPT = """import sys, time, urllib.request
+url, limit = sys.argv[1], float(sys.argv[2])
+deadline, last = time.time() + limit, None
+while time.time() < deadline:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            sys.stdout.write(r.read().decode()[:500])
+            sys.exit(0)
+    except Exception as exc:
+        last = exc
+        time.sleep(0.3)
+sys.stderr.write("no answer from %s after %.0fs: %s\\n" % (url, limit, last))
+sys.exit(1)
+"""
+
+
+def wait_for_api(run: HostRun, limit: float = 90) -> bool:
+    res = run.run(["python3", "-c", WAIT_SCRIPT, hub_api_url(run.vars), str(limit)],
+                  check=False, timeout=limit + 30, step=HANDLER)
+    return res.rc == 0
+
+
+def restart_hub(run: HostRun) -> None:
+    """Restart the hub and prove it answers; roll back the config if it does not."""
+    v = run.vars
+    run.run(["systemctl", "restart", "--", UNIT], timeout=120, step=HANDLER)
+    if wait_for_api(run):
+        return
+    log = run.run(["journalctl", "--unit", UNIT, "--lines", "30", "--no-pager", "--output",
+                   "cat"], check=False).out
+    prev = config_path(v) + ".prev"
+    rolled = run.run(["sh", "-c", 'test -f "$1" && cp -p -- "$1" "$2"', "sh", prev,
+                      config_path(v)], check=False).rc == 0
+    message = "the hub did not answer at /hub/api after a restart"
+    if rolled:
+        run.run(["systemctl", "restart", "--", UNIT], timeout=120, check=False)
+        back = wait_for_api(run, 60)
+        message += ("; the previous jupyterhub_config.py was put back and the hub answers "
+                    "again" if back else "; the previous config was put back but the hub "
+                    "still does not answer")
+    raise ProvisionError(message, host=run.host.name, step=HANDLER,
+                         command=f"systemctl restart {UNIT}", stderr=log)
+
+
+HANDLERS = [Handler(HANDLER, restart_hub, "restart jupyterhub, wait for /hub/api "
+                    "(roll back the config if it does not answer)")]

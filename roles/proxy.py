@@ -1,0 +1,155 @@
+"""proxy: configurable-http-proxy from npm, pinned, as its own unprivileged systemd unit.
+
+The hub does not start the proxy (``ConfigurableHTTPProxy.should_start = False``), so a hub
+restart leaves running notebook servers reachable. The proxy's API listens on loopback
+only. Its auth token is generated once on the host into a 0600 environment file that
+both units read, so hub and proxy always agree after restarts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from provision.facts import FactRequest, Facts
+from provision.render import render
+from provision.role import Handler
+from provision.runner import HostRun
+from provision.steps import (
+    Action,
+    Command,
+    npm_package_json,
+    plan_directory,
+    plan_group,
+    plan_npm,
+    plan_secret,
+    plan_service,
+    plan_unit,
+)
+from provision.variables import Var
+
+from . import nodejs
+from ._common import hub_urls
+
+NAME = "proxy"
+
+VARIABLES = [
+    Var("proxy_version", "5.3.0", "version", "configurable-http-proxy version (npm). 5.2+ "
+        "needs Node.js >= 20; 4.6.x runs on Debian 12's Node 18."),
+    Var("proxy_prefix", "/opt/configurable-http-proxy", "path", "npm global prefix the "
+        "proxy is installed into."),
+    Var("proxy_user", "chproxy", "username", "System user the proxy runs as."),
+    Var("proxy_api_ip", "127.0.0.1", "ip", "Address of the proxy's REST API (keep it on "
+        "loopback: whoever reaches it can reroute the hub)."),
+    Var("proxy_api_port", 8001, "port", "Port of the proxy's REST API."),
+    Var("proxy_log_level", "info", "str", "Proxy log level.",
+        choices=("debug", "info", "warn", "error")),
+]
+
+# Minimum Node.js major each release line declares in engines.node, for the check made
+# before anything is installed; the installed package.json is preferred when present.
+ENGINES_MIN_MAJOR = {"4.": 10, "5.0.": 18, "5.1.": 18, "5.2.": 20, "5.3.": 20}
+UNIT = "configurable-http-proxy.service"
+UNIT_PATH = f"/etc/systemd/system/{UNIT}"
+ENV_FILE = "/etc/jupyterhub/proxy.env"
+
+
+def _path_env(v: dict[str, Any], facts: Facts) -> str:
+    return f"{v['proxy_prefix']}/bin:{nodejs.bin_dir(v, facts)}:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def required_major(v: dict[str, Any], facts: Facts) -> tuple[int | None, str]:
+    data = facts.json_file(npm_package_json(v["proxy_prefix"], "configurable-http-proxy"))
+    if data and data.get("version") == v["proxy_version"]:
+        rng = str((data.get("engines") or {}).get("node", ""))
+        m = re.match(r"^\s*>=?\s*v?(\d+)", rng)
+        if m:
+            return int(m.group(1)), rng
+    for prefix, major in ENGINES_MIN_MAJOR.items():
+        if v["proxy_version"].startswith(prefix):
+            return major, f">= {major}"
+    return None, ""
+
+
+def facts(v: dict[str, Any]) -> FactRequest:
+    return FactRequest(
+        content={npm_package_json(v["proxy_prefix"], "configurable-http-proxy"), UNIT_PATH},
+        files={"/etc/jupyterhub"},
+        secret={ENV_FILE},
+        units={UNIT},
+    )
+
+
+def unit_context(v: dict[str, Any], facts: Facts) -> dict[str, Any]:
+    urls = hub_urls(v)
+    hub_ip = v["jupyterhub_hub_connect_ip"] or v["jupyterhub_hub_ip"] or "127.0.0.1"
+    if hub_ip in ("0.0.0.0", "::"):
+        hub_ip = "127.0.0.1"
+    hub = f"http://{'[' + hub_ip + ']' if ':' in hub_ip else hub_ip}:{v['jupyterhub_hub_port']}"
+    return dict(
+        v,
+        proxy_env_file=ENV_FILE,
+        proxy_path=_path_env(v, facts),
+        proxy_bin=f"{v['proxy_prefix']}/bin/configurable-http-proxy",
+        proxy_public_ip=urls.ip,
+        proxy_public_port=urls.port,
+        proxy_default_target=hub,
+        proxy_error_target=f"{hub}{urls.base_url}hub/error",
+    )
+
+
+def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
+    actions = []
+    node = nodejs.expected_version(v, facts)
+    need, rng = required_major(v, facts)
+    if node and need and int(node.split(".")[0]) < need:
+        act = Action("node version check")
+        act.ops.append(Command(["false"], display="refusing: Node.js too old"))
+        act.diff = (f"! configurable-http-proxy {v['proxy_version']} needs node {rng}, but "
+                    f"nodejs_source={v['nodejs_source']} gives node {node}: set "
+                    "nodejs_source: pypi, or proxy_version: '4.6.3'")
+        return [act]
+    user = v["proxy_user"]
+    if user not in facts.users:
+        actions.append(plan_group(facts, user, system=True))
+        act = Action(f"system user {user}", ops=[Command(
+            ["useradd", "--system", "--gid", user, "--no-create-home", "--home-dir",
+             "/nonexistent", "--shell", "/usr/sbin/nologin", "--", user])],
+            diff=f"+ system user {user}")
+        actions.append(act)
+    actions.append(plan_directory(facts, "/etc/jupyterhub", mode="0755"))
+    actions.append(plan_secret(facts, ENV_FILE, prefix="CONFIGPROXY_AUTH_TOKEN=",
+                               notify=("restart proxy",)))
+    actions.append(plan_npm(facts, v["proxy_prefix"], "configurable-http-proxy",
+                            v["proxy_version"], npm=f"{nodejs.bin_dir(v, facts)}/npm",
+                            path_env=_path_env(v, facts), notify=("restart proxy",)))
+    actions.append(plan_unit(facts, UNIT_PATH, render("proxy/configurable-http-proxy.service.j2",
+                                                      unit_context(v, facts)),
+                             notify=("restart proxy",)))
+    # Enable here; starting is the handler's job, so a stopped or crashed proxy is
+    # (re)started once, after everything it depends on is in place.
+    service = plan_service(facts, UNIT, running=None)
+    if facts.unit(UNIT).get("ActiveState") != "active":
+        service.ops.append(Command(["true"], display=f"{UNIT} is not running: start it"))
+        service.notify = ("restart proxy",)
+        service.diff = (service.diff + f"\n~ {UNIT}: not running -> started").strip()
+    actions.append(service)
+    return actions
+
+
+def restart_proxy(run: HostRun) -> None:
+    """(Re)start the proxy; then restart a running hub, which re-adds its routes to the
+    fresh proxy (unless the hub's own restart is already due in this run)."""
+    from .jupyterhub import HANDLER as HUB_HANDLER
+    from .jupyterhub import UNIT as HUB_UNIT
+    from .jupyterhub import restart_hub
+
+    run.run(["systemctl", "restart", "--", UNIT], timeout=120, step="restart proxy")
+    if HUB_HANDLER in run.notified:
+        return
+    if run.run(["systemctl", "is-active", "--quiet", "--", HUB_UNIT], check=False).rc == 0:
+        restart_hub(run)
+
+
+HANDLERS = [Handler("restart proxy", restart_proxy, "restart configurable-http-proxy (and "
+                    "the hub, which re-adds its routes)")]

@@ -1,0 +1,164 @@
+"""users: Linux accounts from the inventory, created with ``useradd``, kept with ``usermod``.
+
+Every user with ``state: present`` is a member of ``users_hub_group``, which is what lets
+them log in to JupyterHub (``allowed_groups``): adding or locking a user therefore changes
+group membership only, never the hub's config, and never restarts the hub.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from provision.facts import FactRequest, Facts
+from provision.steps import Action, Command, plan_directory, plan_file, plan_group, plan_user
+from provision.variables import Var, check_username
+
+from ._common import USER_KEYS, USER_STATES, user_spec, users
+
+NAME = "users"
+
+VARIABLES = [
+    Var("users", [], "list[dict]",
+        "Lab users. Each: `name` (required), `uid`, `shell`, `groups` (extra groups), "
+        "`authorized_keys` (list of SSH public keys; when given, the file is managed), "
+        "`password_hash` (crypt hash, e.g. from `openssl passwd -6`), `admin` (member of "
+        "the wheel group: sudo and JupyterHub admin), `state` (present, locked, absent: "
+        "absent archives the home to /var/backups/jhprovision, then deletes the account), "
+        "`comment`."),
+    Var("users_default_shell", "/bin/bash", "path", "Login shell of users that name none."),
+    Var("users_home_mode", "0750", "mode", "Mode of each user's home directory."),
+    Var("users_uid_min", 2000, "int",
+        "First uid given to users listed without one (same inventory, same uid everywhere)."),
+    Var("users_hub_group", "jupyterhub-users", "group",
+        "Group of every present user; JupyterHub lets its members log in."),
+]
+
+KEY_RE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-\S+|sk-\S+)\s+[A-Za-z0-9+/=]+(\s.*)?$")
+
+
+def check(v: dict[str, Any]) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    uids: dict[int, str] = {}
+    for i, u in enumerate(v.get("users") or []):
+        key = f"users[{i}]"
+        if not isinstance(u, dict) or "name" not in u:
+            problems.append((key, "each user needs at least a name"))
+            continue
+        unknown = set(u) - USER_KEYS
+        for k in sorted(map(str, unknown)):
+            from provision.variables import suggest
+
+            problems.append((f"{key}.{k}", f"unknown user field {k!r}"
+                             f"{suggest(k, sorted(USER_KEYS))}"))
+        why = check_username(u["name"])
+        if why:
+            problems.append((f"{key}.name", why))
+            continue
+        if u["name"] in seen:
+            problems.append((f"{key}.name", f"user {u['name']!r} is listed twice "
+                             f"(also users[{seen[u['name']]}])"))
+        seen[u["name"]] = i
+        uid = u.get("uid")
+        if uid is not None:
+            if isinstance(uid, bool) or not isinstance(uid, int) or not 1000 <= uid <= 59999:
+                problems.append((f"{key}.uid", f"{uid!r} is not a regular user uid "
+                                 "(1000-59999)"))
+            elif uid in uids:
+                problems.append((f"{key}.uid", f"uid {uid} is also given to {uids[uid]!r}"))
+            else:
+                uids[uid] = u["name"]
+        shell = u.get("shell")
+        if shell is not None and (not isinstance(shell, str) or not shell.startswith("/")
+                                  or any(c in shell for c in " \n:")):
+            problems.append((f"{key}.shell", f"{shell!r} is not an absolute path"))
+        groups = u.get("groups", [])
+        if not isinstance(groups, list) or not all(
+                isinstance(g, str) and re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", g)
+                for g in groups):
+            problems.append((f"{key}.groups", "must be a list of group names"))
+        keys = u.get("authorized_keys")
+        if keys is not None:
+            if not isinstance(keys, list) or not all(isinstance(k, str) and KEY_RE.match(k)
+                                                     and "\n" not in k for k in keys):
+                problems.append((f"{key}.authorized_keys", "must be a list of SSH public keys "
+                                 "('ssh-ed25519 AAAA... comment')"))
+        ph = u.get("password_hash")
+        if ph is not None and (not isinstance(ph, str)
+                               or not re.fullmatch(r"\$[0-9a-z]+\$[./0-9A-Za-z$=,]+", ph)):
+            problems.append((f"{key}.password_hash", "must be a crypt(3) hash such as "
+                             "'$6$...' or '$y$...' (see `openssl passwd -6`), never a "
+                             "plain password"))
+        if not isinstance(u.get("admin", False), bool):
+            problems.append((f"{key}.admin", "must be true or false"))
+        if u.get("state", "present") not in USER_STATES:
+            problems.append((f"{key}.state", f"{u.get('state')!r} is not one of "
+                             f"{', '.join(USER_STATES)}"))
+        comment = u.get("comment", "")
+        if not isinstance(comment, str) or any(c in comment for c in ":\n"):
+            problems.append((f"{key}.comment", "must be a string without ':' or newlines"))
+    return problems
+
+
+def _home(facts: Facts, u: dict[str, Any]) -> str:
+    cur = facts.users.get(u["name"])
+    return cur.home if cur else f"/home/{u['name']}"
+
+
+def facts(v: dict[str, Any]) -> FactRequest:
+    req = FactRequest()
+    for u in users(v):
+        home = f"/home/{u['name']}"
+        req.shadow.add(u["name"])
+        req.files.update({home, f"{home}/.ssh"})
+        req.content.add(f"{home}/.ssh/authorized_keys")
+        if u["password_hash"]:
+            req.password[u["name"]] = u["password_hash"]
+    return req
+
+
+def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
+    actions: list[Action] = []
+    everyone = [u["name"] for u in users(v)]
+    for u in users(v):
+        spec = user_spec(u)
+        cur = facts.users.get(u["name"])
+        taken_by = next((e.name for e in facts.users.values()
+                         if e.uid == u["uid"] and e.name != u["name"]), None)
+        if u["state"] != "absent" and taken_by and (cur is None or u["uid_given"]):
+            act = Action(f"user {u['name']}")
+            act.ops.append(Command(["false"], display=f"refusing: uid {u['uid']} is taken"))
+            act.diff = (f"! uid {u['uid']} for {u['name']} is already used by {taken_by!r} on "
+                        "this host: give the user another uid in the inventory")
+            actions.append(act)
+            continue
+        if not u["uid_given"]:
+            spec.uid = cur.uid if cur else u["uid"]  # keep an existing account's uid
+        actions.append(plan_user(facts, spec, purge=True))
+        if u["state"] == "absent":
+            continue
+        home = _home(facts, u)
+        if cur is not None:
+            actions.append(plan_directory(facts, home, mode=v["users_home_mode"],
+                                          owner=u["name"], group=u["name"]))
+        else:  # useradd made the home with login.defs' HOME_MODE: set ours in the same run
+            actions.append(Action(f"directory {home}", ops=[
+                Command(["chmod", v["users_home_mode"], "--", home])],
+                diff=f"~ {home}: mode -> {v['users_home_mode']}"))
+        if u["authorized_keys"] is not None:
+            actions.append(plan_directory(facts, f"{home}/.ssh", mode="0700", owner=u["name"],
+                                          group=u["name"]))
+            text = "".join(k.strip() + "\n" for k in u["authorized_keys"])
+            actions.append(plan_file(facts, f"{home}/.ssh/authorized_keys", text, mode="0600",
+                                     owner=u["name"], group=u["name"]))
+    # Memberships after the accounts exist (gpasswd needs the user).
+    extra_groups = sorted({g for u in users(v) for g in u["groups"]})
+    for group in extra_groups:
+        members = [u["name"] for u in users(v) if group in u["groups"]
+                   and u["state"] != "absent"]
+        actions.append(plan_group(facts, group, members=members, managed_users=everyone))
+    hub_members = [u["name"] for u in users(v) if u["state"] == "present"]
+    actions.append(plan_group(facts, v["users_hub_group"], system=True, members=hub_members,
+                              managed_users=everyone))
+    return actions

@@ -1,0 +1,136 @@
+"""Tasks for sysadmins: `invoke --list` shows them, `invoke --help TASK` explains one.
+
+Thin on purpose: parse options, call the library (provision.api), turn a failed run into
+exit code 1 and an expected error into a message without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from invoke import Collection, Exit, task
+
+from provision import api
+from provision.errors import ConfigError
+
+HELP_COMMON = {
+    "hosts": "Hosts, groups, globs or 'all', comma-separated ('lab1,lab2', 'lab', '!lab3').",
+    "inventory": "Inventory file or directory (default: ./inventory).",
+    "check": "Dry run: show what would change (with diffs), change nothing on any host.",
+    "diff": "Show a diff for every change made.",
+    "json": "Also write the machine-readable report to this file.",
+}
+
+
+def _finish(report) -> None:
+    if report.failed_hosts:
+        raise Exit(f"failed on: {', '.join(report.failed_hosts)} "
+                   "(re-run only those with: invoke provision --retry-failed)", code=1)
+
+
+def _guard(fn):
+    try:
+        return fn()
+    except ConfigError as exc:
+        raise Exit(f"error: {exc}\nnothing was changed on any host.", code=2) from None
+    except KeyboardInterrupt:
+        raise Exit("interrupted: every file on the hosts is either old or new; run again to "
+                   "finish converging.", code=130) from None
+
+
+@task(
+    help={
+        **HELP_COMMON,
+        "forks": "How many hosts to work on at once (default 10).",
+        "var": "Override a variable for this run: --var jupyterhub_port=8080 (repeatable).",
+        "retry-failed": "Run again only on the hosts that failed or were unreachable last time.",
+        "verbose": "Also list steps that were already ok.",
+    },
+    iterable=["var"],
+)
+def provision(c, hosts="all", inventory=None, check=False, diff=False, forks=10, var=None,
+              json=None, retry_failed=False, verbose=False):
+    """Converge hosts to the inventory: users, wheel, Node.js, proxy, JupyterHub (idempotent).
+
+    Example: invoke provision --hosts lab1,lab2 --check
+    """
+    def go():
+        pattern = api.failed_last_time() if retry_failed else hosts
+        return api.provision(pattern, inventory=inventory, check=check, diff=diff,
+                             forks=int(forks), cli_vars=var, json_path=json, verbose=verbose)
+
+    _finish(_guard(go))
+
+
+@task(
+    help={
+        **HELP_COMMON,
+        "admin": "Make the user an administrator (wheel group: sudo and JupyterHub admin).",
+        "password-file": "Read the password from this file ('-' for stdin). Without it, you "
+                         "are prompted (on a terminal). Only a hash is stored.",
+        "uid": "Fixed uid (default: the next free one from 2000, the same on every host).",
+        "key": "An SSH public key for the user's authorized_keys (repeatable).",
+    },
+    iterable=["key"],
+)
+def add_user(c, name, admin=False, hosts="all", password_file=None, uid=None, key=None,
+             inventory=None, check=False, diff=False, json=None):
+    """Add (or update) a lab user: records it in the inventory, then converges the hosts.
+
+    Running notebook servers of other users are not touched and the hub is not restarted.
+    Example: invoke add-user alice --admin --password-file alice.pw
+    """
+    def go():
+        fields = {"state": "present"}
+        if admin:
+            fields["admin"] = True
+        if uid is not None:
+            fields["uid"] = int(uid)
+        if key:
+            fields["authorized_keys"] = list(key)
+        password = api.read_password(password_file)
+        if password is not None:
+            fields["password_hash"] = api.hash_password(password)
+        return api.change_user(name, fields, hosts=hosts, inventory=inventory, create=True,
+                               command=f"add-user {name}", json_path=json, check=check,
+                               diff=diff)
+
+    _finish(_guard(go))
+
+
+@task(help={**HELP_COMMON,
+            "purge": "Archive the home directory to /var/backups/jhprovision, then delete the "
+                     "account (default: lock it)."})
+def remove_user(c, name, purge=False, hosts="all", inventory=None, check=False, diff=False,
+                json=None):
+    """Lock a lab user (default), or with --purge archive their home and delete them.
+
+    The inventory keeps the user with state locked/absent so later runs keep it that way.
+    Example: invoke remove-user alice --purge
+    """
+    def go():
+        return api.change_user(name, {"state": "absent" if purge else "locked"}, hosts=hosts,
+                               inventory=inventory, create=False,
+                               command=f"remove-user {name}", json_path=json, check=check,
+                               diff=diff)
+
+    _finish(_guard(go))
+
+
+@task
+def docs(c):
+    """Regenerate docs/variables.md from the roles' VARIABLES lists."""
+    from provision.docs import write_variables_doc
+
+    path = write_variables_doc()
+    print(f"wrote {path}")
+
+
+ns = Collection(provision, add_user, remove_user, docs)
+
+try:
+    from provision.lab.tasks import ns as lab_ns
+except ImportError as exc:  # pragma: no cover - only while the lab is being built
+    print(f"(lab tasks unavailable: {exc})", file=sys.stderr)
+else:
+    ns.add_collection(lab_ns)
