@@ -1,0 +1,117 @@
+"""Invoke tasks of the local lab: `lab.up`, `lab.down`, `lab.status`, `lab.ssh`.
+
+Thin: parse options, call `provision.lab`, print, and turn a `LabError` into
+`invoke.Exit` (a message, exit code 1, no traceback). The root tasks.py adds this
+collection with `ns.add_collection(lab_ns)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+
+from invoke import Collection, Context, task
+from invoke.exceptions import Exit
+
+from provision import lab
+from provision.lab import config
+from provision.lab.host import system_state
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("provision.lab")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("lab: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def _table(hosts: list[lab.LabHost], systemd: dict[str, str] | None = None) -> str:
+    header = ["HOST", "SSH", "STATE", "SYSTEMD", "PID", "HUB URL"]
+    rows = [
+        [h.name, str(h.ssh_port), h.state, (systemd or {}).get(h.name, "-"),
+         str(h.pid or "-"), h.hub_url]
+        for h in hosts
+    ]  # fmt: skip
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
+
+
+@task(help={"count": "number of hosts: lab1..labN (default 1)"})
+def up(c: Context, count: int = 1) -> None:
+    """Boot lab hosts lab1..labN (Debian 12, systemd, sshd) and wait until they run.
+
+    Hosts already running are left alone. The first run on a machine builds the base
+    image with debootstrap (about 1-2 minutes; cached in /var/cache/jhprovision-lab).
+    Writes inventory/lab.yml and .lab/known_hosts. Needs root.
+    """
+    _log_to_stderr()
+    started = time.monotonic()
+    try:
+        hosts = lab.up(count)
+    except lab.LabError as err:
+        raise Exit(f"lab.up failed: {err}", code=1) from err
+    print(_table(hosts, {h.name: "running" for h in hosts}))
+    print(
+        f"lab.up: {len(hosts)} host(s) running in {time.monotonic() - started:.1f}s; "
+        f"inventory: {config.INVENTORY_FILE}"
+    )
+
+
+@task
+def down(c: Context) -> None:
+    """Stop and delete every lab host; no process, mount or namespace is left behind.
+
+    Removes inventory/lab.yml and .lab/known_hosts; keeps the lab's key and the cached
+    base image. Needs root.
+    """
+    _log_to_stderr()
+    started = time.monotonic()
+    names = [h.name for h in lab.status()]
+    try:
+        lab.down()
+    except lab.LabError as err:
+        raise Exit(f"lab.down failed: {err}", code=1) from err
+    print(
+        f"lab.down: removed {len(names)} host(s) {' '.join(names)} "
+        f"in {time.monotonic() - started:.1f}s"
+    )
+
+
+@task
+def status(c: Context) -> None:
+    """List lab hosts: SSH port, state, systemd's state, nspawn PID, hub URL."""
+    hosts = lab.status()
+    if not hosts:
+        print("no lab hosts (start some with `invoke lab.up --count N`)")
+        return
+    systemd = {h.name: system_state(h.name) if h.state == "running" else "-" for h in hosts}
+    print(_table(hosts, systemd))
+
+
+@task(help={"name": "host name, e.g. lab1", "command": "run this shell command and exit"})
+def ssh(c: Context, name: str, command: str | None = None) -> None:
+    """Open a root shell on a lab host, or run one command and exit with its exit code."""
+    try:
+        argv = lab.ssh_argv(name, command)
+    except lab.LabError as err:
+        raise Exit(str(err), code=1) from err
+    if not any(h.name == name and h.state == "running" for h in lab.status()):
+        raise Exit(
+            f"{name} is not running (see `invoke lab.status`; start it with "
+            "`invoke lab.up --count N`)",
+            code=1,
+        )
+    # Not c.run: the shell needs this terminal as it is, and the exit code passes through.
+    rc = subprocess.run(argv).returncode
+    if rc != 0:
+        raise Exit(code=rc)
+
+
+ns = Collection("lab", up, down, status, ssh)

@@ -1,0 +1,33 @@
+"""Session fixtures for the end-to-end tests: real lab hosts (systemd-nspawn, see
+docs/lab.md).
+
+`lab_hosts` boots lab1 and lab2 through the Python API. Hosts that were already running
+are reused and left running; hosts this session booted are taken down at its end,
+unless LAB_KEEP=1. If the lab cannot boot, the fixture raises: every test that uses it
+errors, loudly. Nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from provision import lab
+
+LAB_COUNT = 2
+
+
+@pytest.fixture(scope="session")
+def lab_hosts() -> Iterator[list[lab.LabHost]]:
+    """[lab1, lab2] as LabHost entries, each `running` (systemd says so over SSH)."""
+    before = {h.name for h in lab.status() if h.state == "running"}
+    hosts = lab.up(LAB_COUNT)
+    booted = [h.name for h in hosts if h.name not in before]
+    yield hosts
+    if booted and os.environ.get("LAB_KEEP") != "1":
+        lab.down(booted)
+        left = {name: lab.leftovers(name) for name in booted}
+        if any(left.values()):
+            raise AssertionError(f"lab.down left traces behind: {left}")

@@ -1,0 +1,55 @@
+"""Unit tests of the command lines and API requests the lab builds (nothing is run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from provision.lab import config, host, slirp, ssh
+
+
+def test_hostfwd_request_listens_on_loopback_only() -> None:
+    assert slirp.hostfwd_request(22201, 22) == {
+        "execute": "add_hostfwd",
+        "arguments": {
+            "proto": "tcp",
+            "host_addr": "127.0.0.1",
+            "host_port": 22201,
+            "guest_port": 22,
+        },
+    }
+
+
+def test_slirp_argv_isolates_the_host() -> None:
+    argv = slirp.argv("lab1", Path("/r/.lab/hosts/lab1/slirp.sock"))
+    assert argv[:3] == ["unshare", "--mount", "--propagation=slave"]
+    assert "--disable-host-loopback" in argv
+    assert argv[-3:] == ["--netns-type=path", "/run/netns/lab1", "tap0"]
+
+
+def test_nspawn_argv_boots_without_host_systemd() -> None:
+    argv = host._nspawn_argv("lab2", Path("/r/.lab/hosts/lab2"))
+    assert argv[0] == "systemd-nspawn"
+    for flag in (
+        "--boot",
+        "--register=no",
+        "--keep-unit",
+        "--network-namespace-path=/run/netns/lab2",
+        "--resolv-conf=off",
+        "--directory=/r/.lab/hosts/lab2/merged",
+        "--machine=lab2",
+    ):
+        assert flag in argv
+
+
+def test_ssh_argv_checks_host_keys_strictly() -> None:
+    argv = ssh.ssh_argv(22201)
+    assert "StrictHostKeyChecking=yes" in argv
+    assert f"UserKnownHostsFile={config.KNOWN_HOSTS_FILE}" in argv
+    assert "GlobalKnownHostsFile=/dev/null" in argv
+    assert argv[-1] == "root@127.0.0.1"
+    assert not any("StrictHostKeyChecking=no" in arg for arg in argv)
+
+
+def test_remote_command_quotes_lists() -> None:
+    assert ssh.remote_command("echo $HOME") == "echo $HOME"
+    assert ssh.remote_command(["echo", "a b", "$HOME"]) == "echo 'a b' '$HOME'"
