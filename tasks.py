@@ -117,6 +117,27 @@ def remove_user(c, name, purge=False, hosts="all", inventory=None, check=False, 
     _finish(_guard(go))
 
 
+@task(help={
+    "hosts": HELP_COMMON["hosts"],
+    "inventory": HELP_COMMON["inventory"],
+    "smoke": "Also log in as this user, start their server and load JupyterLab.",
+    "password-file": "The --smoke user's password, in a file.",
+    "junit": "Write a JUnit XML report here (for CI systems).",
+})
+def verify(c, hosts="all", inventory=None, smoke=None, password_file=None, junit=None):
+    """Check live hosts against the inventory with testinfra (users, versions, files, units,
+    ports, /hub/api); exits non-zero on any difference, showing expected vs found.
+
+    Example: invoke verify --hosts lab1,lab2 --smoke alice --password-file alice.pw
+    """
+    from provision.verify import verify as run_verify
+
+    code = _guard(lambda: run_verify(hosts, inventory=inventory, smoke=smoke,
+                                     password_file=password_file, junit=junit))
+    if code:
+        raise Exit(f"verify: hosts differ from the inventory (pytest exit {code})", code=1)
+
+
 @task
 def docs(c):
     """Regenerate docs/variables.md from the roles' VARIABLES lists."""
@@ -126,7 +147,7 @@ def docs(c):
     print(f"wrote {path}")
 
 
-ns = Collection(provision, add_user, remove_user, docs)
+ns = Collection(provision, add_user, remove_user, verify, docs)
 
 try:
     from provision.lab.tasks import ns as lab_ns

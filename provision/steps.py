@@ -385,9 +385,9 @@ def plan_pip(facts: Facts, venv: str, requirements: Sequence[str], *,
     return act
 
 
-def plan_npm(facts: Facts, prefix: str, package: str, version: str, *, npm: str,
+def plan_npm(facts: Facts, prefix: str, package: str, version: str, *, npm: Sequence[str],
              path_env: str, notify: Sequence[str] = ()) -> Action:
-    """Ensure ``package@version`` is installed globally under ``prefix`` by ``npm``.
+    """Ensure ``package@version`` is installed globally under ``prefix`` by ``npm`` (argv).
 
     The installed version is read from its package.json (the fact
     ``{prefix}/lib/node_modules/{package}/package.json`` must be requested with content).
@@ -399,7 +399,10 @@ def plan_npm(facts: Facts, prefix: str, package: str, version: str, *, npm: str,
     if have == version:
         return Action(act.name)
     act.ops.append(Command(
-        ["env", f"PATH={path_env}", npm, "install", "--global", "--prefix", prefix,
+        # NODE_EXTRA_CA_CERTS: trust the host's CA store (site CAs added with
+        # update-ca-certificates), not only the CAs built into Node.js.
+        ["env", f"PATH={path_env}", "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt",
+         *npm, "install", "--global", "--prefix", prefix,
          "--engine-strict", "--no-fund", "--no-audit", "--no-update-notifier",
          "--", f"{package}@{version}"], timeout=900))
     act.diff = f"+ {package} {version}" if have is None else f"~ {package} {have} -> {version}"

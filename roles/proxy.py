@@ -121,7 +121,7 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
     actions.append(plan_secret(facts, ENV_FILE, prefix="CONFIGPROXY_AUTH_TOKEN=",
                                notify=("restart proxy",)))
     actions.append(plan_npm(facts, v["proxy_prefix"], "configurable-http-proxy",
-                            v["proxy_version"], npm=f"{nodejs.bin_dir(v, facts)}/npm",
+                            v["proxy_version"], npm=nodejs.npm_argv(v, facts),
                             path_env=_path_env(v, facts), notify=("restart proxy",)))
     actions.append(plan_unit(facts, UNIT_PATH, render("proxy/configurable-http-proxy.service.j2",
                                                       unit_context(v, facts)),

@@ -1,0 +1,73 @@
+"""``invoke verify``: run the shipped testinfra suite (tests/infra) against live hosts.
+
+The suite takes its expectations from the same inventory, defaults and role code that
+``provision`` converges to. Testinfra reaches hosts through an ssh_config this module
+writes from the inventory (address, port, user, key, known_hosts with strict checking),
+so the suite also runs as plain pytest with testinfra's own options:
+
+    pytest tests/infra --hosts=ssh://lab1,ssh://lab2 --ssh-config=FILE
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .config import REPO, load_run
+from .inventory import Host
+
+SUITE = REPO / "tests" / "infra"
+
+
+def ssh_config(hosts: list[Host]) -> str:
+    """An OpenSSH client config naming each inventory host, with host keys checked."""
+    lines = []
+    for h in hosts:
+        v = h.vars
+        lines.append(f"Host {h.name}")
+        lines.append(f"  HostName {v.get('ansible_host') or h.name}")
+        if v.get("ansible_port"):
+            lines.append(f"  Port {v['ansible_port']}")
+        if v.get("ansible_user"):
+            lines.append(f"  User {v['ansible_user']}")
+        if v.get("ansible_ssh_private_key_file"):
+            lines.append(f"  IdentityFile {v['ansible_ssh_private_key_file']}")
+            lines.append("  IdentitiesOnly yes")
+        if v.get("provision_known_hosts_file"):
+            lines.append(f"  UserKnownHostsFile {v['provision_known_hosts_file']}")
+        checking = "yes" if v.get("ansible_host_key_checking", True) else "no"
+        lines.append(f"  StrictHostKeyChecking {checking}")
+        lines.append("  BatchMode yes")
+        lines.append("  ControlMaster auto")
+        lines.append("  ControlPath ~/.ssh/jhprov-verify-%C")
+        lines.append("  ControlPersist 60")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def verify(hosts: str = "all", *, inventory: str | None = None, smoke: str | None = None,
+           password_file: str | None = None, junit: str | None = None,
+           extra: list[str] | None = None, quiet: bool = False) -> int:
+    """Run the suite; returns pytest's exit code (0: every host is as the inventory says)."""
+    cfg = load_run(inventory, hosts)
+    fd, path = tempfile.mkstemp(prefix="jhprov-ssh-", suffix=".conf")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(ssh_config(cfg.hosts))
+    argv = [sys.executable, "-m", "pytest", str(SUITE), "-p", "no:cacheprovider",
+            "--rootdir", str(REPO), "-o", "testpaths=tests/infra",
+            f"--hosts={','.join('ssh://' + h.name for h in cfg.hosts)}",
+            f"--ssh-config={path}", "-rfE", "--tb=line" if quiet else "--tb=short"]
+    if inventory:
+        argv.append(f"--inventory={inventory}")
+    if smoke:
+        argv += [f"--smoke={smoke}", f"--password-file={password_file or ''}"]
+    if junit:
+        argv.append(f"--junitxml={junit}")
+    argv += extra or []
+    try:
+        return subprocess.call(argv, cwd=REPO)
+    finally:
+        Path(path).unlink(missing_ok=True)

@@ -1,0 +1,80 @@
+"""The verify suite's wiring: hosts come from testinfra's --hosts, expectations from the
+project's inventory and role code (so the checks and the desired state cannot drift)."""
+
+from __future__ import annotations
+
+import pytest
+
+from provision.config import load_run
+from provision.facts import parse_collected
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("jhprovision verify")
+    group.addoption("--inventory", default=None, help="inventory (default: ./inventory)")
+    group.addoption("--smoke", default=None, help="log in as USER, spawn, load JupyterLab")
+    group.addoption("--password-file", default=None, help="password of the --smoke user")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("hosts", None):
+        raise pytest.UsageError(
+            "name the hosts to verify (--hosts=ssh://lab1,...); testinfra would otherwise "
+            "check the machine running the tests. Easiest: invoke verify --hosts lab1")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    """The smoke test runs only when asked for (--smoke USER): deselected, not skipped."""
+    if config.getoption("smoke"):
+        return
+    keep = [i for i in items if "smoke" not in i.name]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
+
+
+def _host_names(config: pytest.Config) -> list[str]:
+    names = []
+    for spec in config.getoption("hosts").split(","):
+        name = spec.split("://", 1)[-1].split("@")[-1].split(":")[0].strip()
+        if name:
+            names.append(name)
+    return names
+
+
+def _run_config(config: pytest.Config):
+    cached = getattr(config, "_jhprov_cfg", None)
+    if cached is None:
+        cached = load_run(config.getoption("inventory"), ",".join(_host_names(config)))
+        config._jhprov_cfg = cached
+    return cached
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize per user (testinfra parametrizes per host)."""
+    if "username" in metafunc.fixturenames:
+        cfg = _run_config(metafunc.config)
+        names: list[str] = []
+        for h in cfg.hosts:
+            for u in h.vars.get("users") or []:
+                if u["name"] not in names:
+                    names.append(u["name"])
+        metafunc.parametrize("username", names)
+
+
+@pytest.fixture(scope="module")
+def hv(host, request) -> dict:
+    """The inventory's merged variables for the host under test."""
+    cfg = _run_config(request.config)
+    name = host.backend.host.name
+    for h in cfg.hosts:
+        if h.name == name:
+            return h.vars
+    raise pytest.UsageError(f"{name} is not in the inventory")
+
+
+@pytest.fixture(scope="module")
+def hfacts(host):
+    """The few host facts the roles' templates depend on (python version)."""
+    py = host.run("python3 -c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])'")
+    return parse_collected({"python": py.stdout.strip()})

@@ -1,0 +1,153 @@
+"""Node.js, the proxy and JupyterHub: versions, files, units, ports, and a live hub."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from provision.hubclient import HubClient
+from roles import jupyterhub, nodejs, proxy
+from roles._common import hub_api_url, hub_urls
+
+
+def test_node_version(host, hv, hfacts):
+    out = host.run(f"{nodejs.bin_dir(hv, hfacts)}/node --version")
+    assert out.rc == 0, f"node not runnable: {out.stderr}"
+    found = out.stdout.strip().lstrip("v")
+    if hv["nodejs_source"] == "pypi":
+        assert found == hv["nodejs_version"], (f"node expected {hv['nodejs_version']}, "
+                                               f"found {found}")
+    major, rng = proxy.required_major(hv, parse_empty())
+    assert major is None or int(found.split(".")[0]) >= major, (
+        f"node {found} does not satisfy configurable-http-proxy's engines {rng}")
+
+
+def parse_empty():
+    from provision.facts import parse_collected
+
+    return parse_collected({})
+
+
+def test_proxy_version(host, hv):
+    f = host.file(f"{hv['proxy_prefix']}/lib/node_modules/configurable-http-proxy/package.json")
+    assert f.exists, "configurable-http-proxy is not installed"
+    found = json.loads(f.content_string)["version"]
+    assert found == hv["proxy_version"], (f"configurable-http-proxy expected "
+                                          f"{hv['proxy_version']}, found {found}")
+
+
+def test_hub_packages(host, hv):
+    venv = hv["jupyterhub_venv"]
+    out = host.run(f"{venv}/bin/python -c \"import importlib.metadata as m, json; "
+                   "print(json.dumps({n: m.version(n) for n in "
+                   "('jupyterhub', 'jupyterlab', 'notebook')}))\"")
+    assert out.rc == 0, f"cannot read versions in {venv}: {out.stderr.strip()[-300:]}"
+    found = json.loads(out.stdout)
+    want = {"jupyterhub": hv["jupyterhub_version"], "jupyterlab": hv["jupyterlab_version"],
+            "notebook": hv["notebook_version"]}
+    assert found == want, f"expected {want}, found {found}"
+    assert host.file(f"{venv}/bin/jupyterhub-singleuser").exists, "no single-user server"
+
+
+def _check_file(host, path: str, *, mode: int, content: str | None = None,
+                owner: str = "root") -> None:
+    f = host.file(path)
+    assert f.exists, f"{path} missing"
+    assert (f.user, f.group, f.mode) == (owner, owner, mode), (
+        f"{path}: expected {owner}:{owner} {mode:04o}, found {f.user}:{f.group} {f.mode:04o}")
+    if content is not None:
+        assert f.content_string == content, f"{path}: content differs from the inventory's"
+
+
+def test_hub_config(host, hv):
+    _check_file(host, jupyterhub.config_path(hv), mode=0o644,
+                content=jupyterhub.render_config(hv))
+
+
+def test_hub_unit(host, hv):
+    _check_file(host, jupyterhub.UNIT_PATH, mode=0o644, content=jupyterhub.render_unit(hv))
+
+
+def test_proxy_unit(host, hv, hfacts):
+    from provision.render import render
+
+    want = render("proxy/configurable-http-proxy.service.j2", proxy.unit_context(hv, hfacts))
+    _check_file(host, proxy.UNIT_PATH, mode=0o644, content=want)
+
+
+@pytest.mark.parametrize("which", ["proxy token", "cookie secret"])
+def test_secret(host, hv, which):
+    path = proxy.ENV_FILE if which == "proxy token" else jupyterhub.secret_path(hv)
+    f = host.file(path)
+    assert f.exists, f"{path} missing"
+    # Only metadata: a secret's content is never read into test output.
+    assert (f.user, f.group, f.mode) == ("root", "root", 0o600), (
+        f"{path}: expected root:root 0600, found {f.user}:{f.group} {f.mode:04o}")
+    assert f.size > 32, f"{path} is empty"
+
+
+@pytest.mark.parametrize("unit", [proxy.UNIT, jupyterhub.UNIT])
+def test_unit_running(host, unit):
+    svc = host.service(unit)
+    assert svc.is_enabled, f"{unit} is not enabled"
+    assert svc.is_running, f"{unit} is not running"
+
+
+def _listeners(host) -> set[str]:
+    return {s for s in host.socket.get_listening_sockets() if s.startswith("tcp")}
+
+
+def test_proxy_api_only_on_loopback(host, hv):
+    port = hv["proxy_api_port"]
+    listening = _listeners(host)
+    mine = {s for s in listening if s.endswith(f":{port}")}
+    want = f"tcp://{hv['proxy_api_ip']}:{port}"
+    assert mine == {want}, f"proxy API expected only on {want}, found {sorted(mine) or 'none'}"
+
+
+def test_public_port(host, hv):
+    urls = hub_urls(hv)
+    listening = _listeners(host)
+    mine = {s for s in listening if s.endswith(f":{urls.port}")}
+    if urls.ip:
+        want = {f"tcp://{urls.ip}:{urls.port}"}
+    else:
+        want = {f"tcp://0.0.0.0:{urls.port}", f"tcp://:::{urls.port}"}
+    assert mine and mine <= want, f"public port expected on {sorted(want)}, found {sorted(mine)}"
+
+
+def test_hub_port(host, hv):
+    port = hv["jupyterhub_hub_port"]
+    mine = {s for s in _listeners(host) if s.endswith(f":{port}")}
+    ip = hv["jupyterhub_hub_ip"] or "0.0.0.0"
+    assert mine == {f"tcp://{ip}:{port}"}, f"hub API expected on {ip}:{port}, found {mine}"
+
+
+def test_hub_api_answers(host, hv):
+    out = host.run(f"curl -fsS --max-time 10 {hub_api_url(hv)}")
+    assert out.rc == 0, f"{hub_api_url(hv)} did not answer: {out.stderr.strip()}"
+    found = json.loads(out.stdout)["version"]
+    assert found == hv["jupyterhub_version"], (f"hub version expected "
+                                               f"{hv['jupyterhub_version']}, found {found}")
+    public = hub_urls(hv).local_url + "hub/api"
+    out = host.run(f"curl -fsS --max-time 10 {public}")
+    assert out.rc == 0, f"through the proxy, {public} did not answer: {out.stderr.strip()}"
+
+
+def hub_url_from_here(hv: dict) -> str:
+    """How this machine reaches the host's hub (lab hosts: their forwarded port)."""
+    base = hub_urls(hv).base_url
+    ports = hv.get("lab_ports") or {}
+    if ports.get("hub"):
+        return f"http://127.0.0.1:{ports['hub']}{base}"
+    return f"http://{hv.get('ansible_host') or hv['inventory_hostname']}:{hub_urls(hv).port}{base}"
+
+
+def test_smoke_login_spawn_lab(hv, request):
+    user = request.config.getoption("smoke")  # collected only with --smoke (conftest)
+    pw_file = request.config.getoption("password_file")
+    password = Path(pw_file).read_text().splitlines()[0] if pw_file else ""
+    client = HubClient(hub_url_from_here(hv), timeout=30)
+    client.smoke(user, password)
