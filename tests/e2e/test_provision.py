@@ -9,7 +9,7 @@ import pytest
 
 from provision.hubclient import HubClient, HubError
 
-from .support import invoke, main_pid, make_inventory, provision_json, sh
+from e2e_support import invoke, main_pid, make_inventory, provision_json, sh
 
 pytestmark = pytest.mark.e2e
 HOSTS = "lab1,lab2"
@@ -57,7 +57,7 @@ def test_second_run_changes_nothing_in_one_round_trip(converged, inv):
 
 def test_check_mode_changes_nothing_and_lists_pending(converged, inv):
     _, _, tmp = converged
-    from .support import snapshot
+    from e2e_support import snapshot
 
     before = snapshot("lab1")
     proc, report = provision_json(inv, "lab1", tmp, "--check", "--var",
