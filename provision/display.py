@@ -58,7 +58,8 @@ class Display:
                 self.line(f"    exit code: {result.error['rc']}")
             for ln in (result.error.get("stderr") or "").strip().splitlines()[-15:]:
                 self.line(f"    | {ln}")
-        if result.diff and status in ("changed", "failed") and (self.diff or check):
+        if result.diff and (status == "failed" or (status == "changed" and
+                                                   (self.diff or check))):
             for ln in result.diff.splitlines():
                 key = ("diff+" if ln.startswith("+") else "diff-" if ln.startswith("-")
                        else "dim")

@@ -23,7 +23,7 @@ from .facts import FactRequest, Facts, gather
 from .inventory import Host
 from .report import HostReport, RunReport, StepResult
 from .role import role_enabled
-from .steps import Action, Upload
+from .steps import Action, Refuse, Upload
 from .transport import LocalTransport, Result, SSHTransport, Transport
 
 PENDING_DIR = "/var/lib/jhprovision/pending"
@@ -78,6 +78,12 @@ class HostRun:
         if not action.changed:
             return result
         result.commands = [op.shown() for op in action.ops]
+        refusal = next((op for op in action.ops if isinstance(op, Refuse)), None)
+        if refusal:
+            result.status = "failed"
+            result.error = {"message": refusal.message, "command": None, "rc": None,
+                            "stderr": ""}
+            return result
         if self.check:
             return result
         if self.cancel.is_set():
@@ -185,6 +191,14 @@ def converge_host(host: Host, roles: list[ModuleType], *, check: bool, display: 
         display.host_failed(host.name, str(exc).splitlines()[0])
         rep.steps.append(StepResult(exc.step or "engine", exc.step or "run", "failed",
                                     error=exc.as_dict()))
+    except Exception as exc:  # noqa: BLE001 - a bug must fail this host, not the others
+        import traceback
+
+        rep.error = f"internal error: {type(exc).__name__}: {exc}"
+        display.host_failed(host.name, rep.error)
+        rep.steps.append(StepResult("engine", "internal error", "failed", error={
+            "message": rep.error, "command": None, "rc": None,
+            "stderr": traceback.format_exc()}))
     finally:
         rep.round_trips = transport.round_trips
         try:

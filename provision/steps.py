@@ -49,7 +49,18 @@ class Upload:
         return f"write {self.path} ({self.mode} {self.owner}:{self.group}{v})"
 
 
-Op = Command | Upload
+@dataclass
+class Refuse:
+    """The host is in a state this step must not change by itself: fail with ``message``
+    (in check mode too), run nothing."""
+
+    message: str
+
+    def shown(self) -> str:
+        return f"refused: {self.message}"
+
+
+Op = Command | Upload | Refuse
 
 
 @dataclass
@@ -236,9 +247,8 @@ def plan_directory(facts: Facts, path: str, *, mode: str = "0755", owner: str = 
         act.diff = f"+ directory {path} ({_mode(mode)} {owner}:{group})"
         return act
     if f.type != "dir":
-        act.ops.append(Command(["false"], display=f"refusing: {path} exists and is a {f.type}, "
-                                                  "not a directory; move it away"))
-        act.diff = f"! {path} is a {f.type}, expected a directory"
+        act.ops.append(Refuse(f"{path} exists and is a {f.type}, not a directory; move it "
+                              "away"))
         return act
     act.ops, lines = _attr_ops(path, f, mode, owner, group)
     act.diff = "\n".join(lines)

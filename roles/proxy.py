@@ -18,6 +18,7 @@ from provision.runner import HostRun
 from provision.steps import (
     Action,
     Command,
+    Refuse,
     npm_package_json,
     plan_directory,
     plan_group,
@@ -103,12 +104,10 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
     node = nodejs.expected_version(v, facts)
     need, rng = required_major(v, facts)
     if node and need and int(node.split(".")[0]) < need:
-        act = Action("node version check")
-        act.ops.append(Command(["false"], display="refusing: Node.js too old"))
-        act.diff = (f"! configurable-http-proxy {v['proxy_version']} needs node {rng}, but "
-                    f"nodejs_source={v['nodejs_source']} gives node {node}: set "
-                    "nodejs_source: pypi, or proxy_version: '4.6.3'")
-        return [act]
+        return [Action("node version check", ops=[Refuse(
+            f"configurable-http-proxy {v['proxy_version']} needs node {rng}, but "
+            f"nodejs_source={v['nodejs_source']} gives node {node}: set nodejs_source: pypi, "
+            "or proxy_version: '4.6.3'")])]
     user = v["proxy_user"]
     if user not in facts.users:
         actions.append(plan_group(facts, user, system=True))

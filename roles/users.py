@@ -11,7 +11,8 @@ import re
 from typing import Any
 
 from provision.facts import FactRequest, Facts
-from provision.steps import Action, Command, plan_directory, plan_file, plan_group, plan_user
+from provision.steps import (Action, Command, Refuse, plan_directory, plan_file, plan_group,
+                             plan_user)
 from provision.variables import Var, check_username
 
 from ._common import USER_KEYS, USER_STATES, user_spec, users
@@ -127,11 +128,9 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
         taken_by = next((e.name for e in facts.users.values()
                          if e.uid == u["uid"] and e.name != u["name"]), None)
         if u["state"] != "absent" and taken_by and (cur is None or u["uid_given"]):
-            act = Action(f"user {u['name']}")
-            act.ops.append(Command(["false"], display=f"refusing: uid {u['uid']} is taken"))
-            act.diff = (f"! uid {u['uid']} for {u['name']} is already used by {taken_by!r} on "
-                        "this host: give the user another uid in the inventory")
-            actions.append(act)
+            actions.append(Action(f"user {u['name']}", ops=[Refuse(
+                f"uid {u['uid']} for {u['name']} is already used by {taken_by!r} on this "
+                "host: give the user another uid in the inventory")]))
             continue
         if not u["uid_given"]:
             spec.uid = cur.uid if cur else u["uid"]  # keep an existing account's uid
