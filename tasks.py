@@ -45,11 +45,13 @@ def _guard(fn):
         "var": "Override a variable for this run: --var jupyterhub_port=8080 (repeatable).",
         "retry-failed": "Run again only on the hosts that failed or were unreachable last time.",
         "verbose": "Also list steps that were already ok.",
+        "roles": "Only these roles, comma-separated (users,wheel,nodejs,proxy,jupyterhub,"
+                 "apache).",
     },
     iterable=["var"],
 )
 def provision(c, hosts="all", inventory=None, check=False, diff=False, forks=10, var=None,
-              json=None, retry_failed=False, verbose=False):
+              json=None, retry_failed=False, verbose=False, roles=None):
     """Converge hosts to the inventory: users, wheel, Node.js, proxy, JupyterHub (idempotent).
 
     Example: invoke provision --hosts lab1,lab2 --check
@@ -57,7 +59,8 @@ def provision(c, hosts="all", inventory=None, check=False, diff=False, forks=10,
     def go():
         pattern = api.failed_last_time() if retry_failed else hosts
         return api.provision(pattern, inventory=inventory, check=check, diff=diff,
-                             forks=int(forks), cli_vars=var, json_path=json, verbose=verbose)
+                             forks=int(forks), cli_vars=var, json_path=json, verbose=verbose,
+                             roles=roles)
 
     _finish(_guard(go))
 

@@ -37,12 +37,12 @@ def provision(hosts: str = "all", *, inventory: str | None = None, check: bool =
               diff: bool = False, forks: int = 10, cli_vars: list[str] | None = None,
               json_path: str | None = None, verbose: bool = False,
               display: Display | None = None, command: str = "provision",
-              config: RunConfig | None = None) -> RunReport:
+              config: RunConfig | None = None, roles: str | None = None) -> RunReport:
     """Converge the selected hosts; raises ConfigError before any connection if the
     inventory or the options are wrong."""
     if forks < 1:
         raise ConfigError(f"--forks {forks}: must be at least 1")
-    cfg = config or load_run(inventory, hosts, cli_vars)
+    cfg = config or load_run(inventory, hosts, cli_vars, only_roles=roles)
     display = display or Display(verbose=verbose, diff=diff)
     mode = "check mode: nothing will be changed" if check else "applying"
     display.line(f"{command}: {len(cfg.hosts)} host(s) ({', '.join(h.name for h in cfg.hosts)})"

@@ -140,10 +140,23 @@ def load_run(
     pattern: str,
     cli_vars: list[str] | dict[str, Any] | None = None,
     roles: list[ModuleType] | None = None,
+    only_roles: str | None = None,
 ) -> RunConfig:
-    """Everything a run needs, validated; raises ``ConfigError`` listing all problems."""
+    """Everything a run needs, validated; raises ``ConfigError`` listing all problems.
+
+    ``only_roles`` ('users,wheel') limits the run to those roles; variables of all roles
+    are still known and validated.
+    """
     roles = roles if roles is not None else load_roles()
     variables = all_variables(roles)
+    if only_roles:
+        wanted = [r.strip() for r in only_roles.split(",") if r.strip()]
+        names = [r.NAME for r in roles]
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            raise ConfigError(f"--roles: no role named {', '.join(map(repr, unknown))}; roles: "
+                              f"{', '.join(names)}")
+        roles = [r for r in roles if r.NAME in wanted]
     inventory = Inventory(Path(inventory_path or DEFAULT_INVENTORY))
     names = inventory.select(pattern)
     extra = cli_vars if isinstance(cli_vars, dict) else parse_cli_vars(cli_vars)

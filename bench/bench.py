@@ -1,0 +1,120 @@
+"""Benchmark: wall time and SSH round trips per host for no-op runs, on lab hosts.
+
+Prints, for 1, 2 and 10 lab hosts: a no-op of users + wheel (group, sudoers), and for 1
+and 2 hosts a no-op of the full stack; plus `add-user` on 2 converged hosts. Times are
+the whole command (`invoke ...` as a sysadmin types it, Python start included), best and
+median of --repeat runs. Needs root (it boots lab hosts with `invoke lab.up`).
+
+    .venv/bin/python bench/bench.py [--repeat 5] [--max-hosts 10]
+
+Measures; asserts nothing (tests never time things).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from provision import lab  # noqa: E402
+
+USERS = [{"name": f"bench{i}", "uid": 2900 + i, "admin": i == 0} for i in range(8)]
+
+
+def inventory(tmp: Path) -> Path:
+    import yaml
+
+    inv = tmp / "inventory"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    (inv / "lab.yml").write_text((REPO / "inventory" / "lab.yml").read_text())
+    (inv / "group_vars" / "all" / "users.yml").write_text(yaml.safe_dump({"users": USERS}))
+    return inv
+
+
+def run(args: list[str], report: Path) -> tuple[float, dict]:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "invoke", *args, "--json", str(report)],
+                          cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"bench: invoke {' '.join(args)} failed:\n{proc.stdout[-3000:]}{proc.stderr}")
+    return wall, json.loads(report.read_text())
+
+
+def measure(label: str, args: list[str], repeat: int, tmp: Path) -> dict:
+    report = tmp / "report.json"
+    run(args, report)  # converge first: what follows is the no-op
+    walls, trips, changed = [], [], 0
+    for _ in range(repeat):
+        wall, data = run(args, report)
+        walls.append(wall)
+        hosts = data["hosts"].values()
+        trips.append(max(h["round_trips"] for h in hosts))
+        changed += sum(h["changed"] for h in hosts)
+    row = {"scenario": label, "best_s": round(min(walls), 3),
+           "median_s": round(statistics.median(walls), 3), "round_trips_per_host": max(trips),
+           "changed": changed}
+    print(f"{label:<42} best {row['best_s']:6.3f}s  median {row['median_s']:6.3f}s  "
+          f"round trips/host {row['round_trips_per_host']}  changed {changed}", flush=True)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--max-hosts", type=int, default=10)
+    opts = ap.parse_args()
+    started = time.perf_counter()
+    lab.up(opts.max_hosts)
+    print(f"lab: {opts.max_hosts} hosts up in {time.perf_counter() - started:.1f}s")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="jhprov-bench-") as d:
+        tmp = Path(d)
+        inv = str(inventory(tmp))
+        for n in sorted({1, 2, opts.max_hosts}):
+            hosts = ",".join(f"lab{i}" for i in range(1, n + 1))
+            rows.append(measure(f"no-op users+wheel, {n} host(s)",
+                                ["provision", "--hosts", hosts, "--inventory", inv, "--roles",
+                                 "users,wheel"], opts.repeat, tmp))
+        for n in (1, 2):
+            hosts = ",".join(f"lab{i}" for i in range(1, n + 1))
+            rows.append(measure(f"no-op full stack, {n} host(s)",
+                                ["provision", "--hosts", hosts, "--inventory", inv],
+                                opts.repeat, tmp))
+        report = tmp / "add.json"
+        walls = []
+        for i in range(opts.repeat):
+            wall, _ = run(["add-user", f"benchadd{i}", "--uid", str(2950 + i), "--hosts",
+                           "lab1,lab2", "--inventory", inv], report)
+            walls.append(wall)
+        row = {"scenario": "add-user on 2 converged hosts", "best_s": round(min(walls), 3),
+               "median_s": round(statistics.median(walls), 3)}
+        print(f"{row['scenario']:<42} best {row['best_s']:6.3f}s  median "
+              f"{row['median_s']:6.3f}s", flush=True)
+        rows.append(row)
+        # Leave the hosts as they were: the bench users go away again.
+        import yaml
+
+        users_file = Path(inv) / "group_vars" / "all" / "users.yml"
+        listed = yaml.safe_load(users_file.read_text())["users"]
+        gone = [{"name": u["name"], "state": "absent"} for u in listed]
+        users_file.write_text(yaml.safe_dump({"users": gone}))
+        everyone = ",".join(f"lab{i}" for i in range(1, opts.max_hosts + 1))
+        subprocess.run([sys.executable, "-m", "invoke", "provision", "--hosts", everyone,
+                        "--inventory", inv, "--roles", "users"], cwd=REPO, capture_output=True)
+    out = REPO / ".provision" / "bench.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
