@@ -104,13 +104,20 @@ def validate_host(host: Host, variables: dict[str, Var], roles: list[ModuleType]
         why = check_value(var, value)
         if why:
             problems.append(f"{host.origin(name)}: {why}")
-    if problems:
-        return [f"host {host.name}: {p}" for p in problems]
+    bad = {p.split(": unknown variable ")[0] for p in problems}
     for role in roles:
         check = getattr(role, "check", None)
-        if check:
-            for key, why in check(host.vars):
-                problems.append(f"host {host.name}: {host.origin(key)}: {why}")
+        if not check:
+            continue
+        try:
+            found = check(host.vars)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+            # A variable this rule reads has the wrong type: already reported above.
+            if not bad:
+                raise
+            continue
+        for key, why in found:
+            problems.append(f"{host.origin(key)}: {why}")
     return problems
 
 
@@ -162,9 +169,12 @@ def load_run(
     extra = cli_vars if isinstance(cli_vars, dict) else parse_cli_vars(cli_vars)
     base = defaults(variables)
     hosts = [inventory.resolve(n, base, extra) for n in names]
-    problems: list[str] = []
+    by_message: dict[str, list[str]] = {}
     for host in hosts:
-        problems += validate_host(host, variables, roles)
+        for problem in validate_host(host, variables, roles):
+            by_message.setdefault(problem, []).append(host.name)
+    problems = [f"{'host' if len(h) == 1 else 'hosts'} {', '.join(h)}: {p}"
+                for p, h in by_message.items()]
     if not problems:
         problems += check_across_hosts(hosts)
     if problems:

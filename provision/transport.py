@@ -264,6 +264,8 @@ class SSHTransport(Transport):
                 err += chan.recv_stderr(65536)
             rc = chan.recv_exit_status()
             chan.close()
+            if rc == -1:  # the channel closed without an exit status: the host went away
+                raise EOFError("the session ended without an exit status")
         except ProvisionError:
             raise
         except (OSError, EOFError, Exception) as exc:  # paramiko raises many kinds
