@@ -175,8 +175,7 @@ def load_run(
             by_message.setdefault(problem, []).append(host.name)
     problems = [f"{'host' if len(h) == 1 else 'hosts'} {', '.join(h)}: {p}"
                 for p, h in by_message.items()]
-    if not problems:
-        problems += check_across_hosts(hosts)
+    problems += check_across_hosts(hosts)
     if problems:
         raise ConfigError(problems)
     return RunConfig(inventory, hosts, roles, variables)

@@ -26,7 +26,11 @@ UNIT_PROPS = (
 
 @dataclass
 class FactRequest:
-    """What a run needs to know about a host; requests from all roles are merged."""
+    """What a run needs to know about a host; requests from all roles are merged.
+
+    A file path may start with ``~user``: the collector looks it up in that user's real
+    home, and planners find it under its real path.
+    """
 
     files: set[str] = field(default_factory=set)
     content: set[str] = field(default_factory=set)
@@ -221,11 +225,14 @@ def parse_collected(raw: dict[str, Any]) -> Facts:
     files = {}
     for path, f in raw.get("files", {}).items():
         content = base64.b64decode(f["content_b64"]) if "content_b64" in f else None
-        files[path] = FileFact(
+        fact = FileFact(
             exists=f.get("exists", False), type=f.get("type"), mode=f.get("mode"),
             owner=f.get("owner"), group=f.get("group"), sha256=f.get("sha256"),
             content=content, size=f.get("size"), target=f.get("target"),
         )
+        files[path] = fact
+        if f.get("path"):  # '~alice/x' requested: also known by its real path
+            files[f["path"]] = fact
     venvs = {}
     for path, v in raw.get("venvs", {}).items():
         cfg = v.get("pyvenv_cfg") or ""

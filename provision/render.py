@@ -7,6 +7,7 @@ error names the template file and line.
 
 from __future__ import annotations
 
+import math
 import shlex
 from functools import cache
 from pathlib import Path
@@ -36,6 +37,8 @@ def py_literal(value: Any) -> str:
     if isinstance(value, dict):
         items = ", ".join(f"{py_literal(k)}: {py_literal(v)}" for k, v in value.items())
         return "{" + items + "}"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value!r} has no Python literal (use a finite number)")
     if value is None or isinstance(value, bool | int | float | str):
         return repr(value)
     raise TypeError(f"cannot render {type(value).__name__} as a Python literal")

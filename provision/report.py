@@ -41,7 +41,7 @@ class HostReport:
         return {
             "ok": self.count("ok"),
             "changed": self.count("changed"),
-            "failed": self.count("failed") + (1 if self.error and not self.unreachable else 0),
+            "failed": self.count("failed"),
             "unreachable": self.unreachable,
             "error": self.error,
             "round_trips": self.round_trips,

@@ -132,9 +132,19 @@ def converge_host(host: Host, roles: list[ModuleType], *, check: bool, display: 
                   transport_factory: Callable[[Host], Transport] = make_transport) -> HostReport:
     """Apply ``roles`` to one host; never raises (the report says what happened)."""
     start = time.monotonic()
-    transport = transport_factory(host)
+    rep = HostReport(host.name)
+    try:
+        transport = transport_factory(host)
+    except ProvisionError as exc:
+        rep.unreachable = isinstance(exc, UnreachableError)
+        rep.error = exc.message
+        if not rep.unreachable:
+            rep.steps.append(StepResult("engine", "connect", "failed", error=exc.as_dict()))
+        display.unreachable(host.name, exc.message)
+        rep.duration = time.monotonic() - start
+        return rep
     hr = HostRun(host, transport, check=check, display=display, cancel=cancel)
-    rep = hr.report
+    hr.report = rep
     try:
         connect = getattr(transport, "connect", None)
         if connect:

@@ -160,7 +160,7 @@ def plan_user(facts: Facts, spec: UserSpec, *, purge: bool = False,
     lines: list[str] = []
     if spec.state == "absent":
         if cur is not None:
-            if purge:
+            if purge and facts.file(cur.home).type == "dir":
                 archive = f"{archive_dir}/{spec.name}-home.tar.gz"
                 act.ops.append(Command(["install", "-d", "-m", "0700", archive_dir]))
                 act.ops.append(Command(
@@ -169,6 +169,9 @@ def plan_user(facts: Facts, spec: UserSpec, *, purge: bool = False,
                     display=f"archive {cur.home} to {archive}"))
                 act.ops.append(Command(["userdel", "--remove", "--", spec.name]))
                 lines.append(f"- user {spec.name} (home archived to {archive}, then removed)")
+            elif purge:  # nothing to archive: the home is already gone
+                act.ops.append(Command(["userdel", "--", spec.name]))
+                lines.append(f"- user {spec.name} (no home to archive)")
             else:
                 act.ops.append(Command(["userdel", "--", spec.name]))
                 lines.append(f"- user {spec.name} (home {cur.home} kept)")
@@ -282,6 +285,10 @@ def plan_file(facts: Facts, path: str, content: str | bytes, *, mode: str = "064
     data = content.encode() if isinstance(content, str) else content
     act = Action(f"file {path}", notify=tuple(notify))
     f = facts.file(path)
+    if f.exists and f.type not in ("file", "link"):
+        act.ops.append(Refuse(f"{path} exists and is a {f.type}, not a file; move it away"))
+        act.notify = ()
+        return act
     if not f.exists or f.type != "file" or f.sha256 != hashlib.sha256(data).hexdigest():
         act.ops.append(Upload(path, data, _mode(mode), owner, group,
                               list(validate) if validate else None))
@@ -361,6 +368,16 @@ def _req_name_version(req: str) -> tuple[str, str | None]:
     return normalize_dist(name.split("[", 1)[0]), version or None
 
 
+def same_version(a: str, b: str) -> bool:
+    """PEP 440 equality ('1.0' == '1.0.0'); plain string equality if either is invalid."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(a) == Version(b)
+    except InvalidVersion:
+        return a == b
+
+
 def plan_pip(facts: Facts, venv: str, requirements: Sequence[str], *,
              python: str = "/usr/bin/python3", notify: Sequence[str] = (),
              name: str | None = None) -> Action:
@@ -383,7 +400,7 @@ def plan_pip(facts: Facts, venv: str, requirements: Sequence[str], *,
         if have is None:
             want.append(req)
             lines.append(f"+ {dist} {version or '(latest)'}")
-        elif version and have != version:
+        elif version and not same_version(have, version):
             want.append(req)
             lines.append(f"~ {dist} {have} -> {version}")
     if want:
@@ -428,9 +445,14 @@ def plan_unit(facts: Facts, path: str, content: str, *, notify: Sequence[str] = 
               validate: Sequence[str] | None = None) -> Action:
     """Ensure a unit file; ``systemctl daemon-reload`` runs only when it changed."""
     act = plan_file(facts, path, content, mode="0644", validate=validate, notify=notify)
-    act.name = f"unit {path.rsplit('/', 1)[-1]}"
+    unit = path.rsplit("/", 1)[-1]
+    act.name = f"unit {unit}"
     if any(isinstance(op, Upload) for op in act.ops):
         act.ops.append(Command(["systemctl", "daemon-reload"]))
+    elif facts.unit(unit).get("NeedDaemonReload") == "yes":
+        # Right file, but systemd still runs the old one (a run died before reloading).
+        act.ops.append(Command(["systemctl", "daemon-reload"]))
+        act.diff = (act.diff + f"\n~ {unit}: systemd reloads the changed unit file").strip()
     else:
         act.notify = ()
     return act
@@ -465,7 +487,11 @@ def plan_service(facts: Facts, unit: str, *, enabled: bool = True,
 def plan_absent(facts: Facts, path: str, *, notify: Sequence[str] = ()) -> Action:
     """Ensure ``path`` does not exist (a file or an empty directory)."""
     act = Action(f"absent {path}", notify=tuple(notify))
-    if facts.file(path).exists:
+    f = facts.file(path)
+    if f.exists and f.type == "dir":
+        act.ops.append(Command(["rmdir", "--", path]))  # only when empty: never rm -r
+        act.diff = f"- {path}/"
+    elif f.exists:
         act.ops.append(Command(["rm", "-f", "--", path]))
         act.diff = f"- {path}"
     else:

@@ -177,6 +177,9 @@ def facts(v: dict[str, Any]) -> FactRequest:
         secret={secret_path(v)},
         units={UNIT},
     )
+    nb = v["jupyterhub_notebook_dir"]
+    if nb and nb.startswith("~/"):
+        req.files.update(f"~{u['name']}/{nb[2:].rstrip('/')}" for u in active_users(v))
     return req
 
 

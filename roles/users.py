@@ -110,7 +110,7 @@ def _home(facts: Facts, u: dict[str, Any]) -> str:
 def facts(v: dict[str, Any]) -> FactRequest:
     req = FactRequest()
     for u in users(v):
-        home = f"/home/{u['name']}"
+        home = f"~{u['name']}"  # the account's real home, wherever it is
         req.shadow.add(u["name"])
         req.files.update({home, f"{home}/.ssh"})
         req.content.add(f"{home}/.ssh/authorized_keys")
@@ -121,7 +121,8 @@ def facts(v: dict[str, Any]) -> FactRequest:
 
 def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
     actions: list[Action] = []
-    everyone = [u["name"] for u in users(v)]
+    # Absent users are deleted with their memberships: no group step names them.
+    everyone = [u["name"] for u in users(v) if u["state"] != "absent"]
     for u in users(v):
         spec = user_spec(u)
         cur = facts.users.get(u["name"])

@@ -36,7 +36,7 @@ def facts(v: dict[str, Any]) -> FactRequest:
 
 
 def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
-    everyone = [u["name"] for u in users(v)]
+    everyone = [u["name"] for u in users(v) if u["state"] != "absent"]
     actions = [plan_group(facts, v["wheel_group"], system=True, members=admins(v),
                           managed_users=everyone)]
     if v["wheel_sudo"]:

@@ -121,12 +121,25 @@ def systemctl_show(units, props):
     return proc.stdout
 
 
+def expand(path):
+    """'~alice/.ssh' is looked up in alice's real home (from the passwd database)."""
+    return os.path.expanduser(path) if path.startswith("~") else path
+
+
 def main(request):
     secret = set(request.get("secret", []))
     contents = set(request.get("content", []))
+    files = {}
+    for p in request.get("files", []):
+        real = expand(p)
+        if real.startswith("~"):  # no such user (yet)
+            files[p] = {"exists": False}
+            continue
+        files[p] = file_fact(real, p in contents and p not in secret)
+        if real != p:
+            files[p]["path"] = real
     result = {
-        "files": {p: file_fact(p, p in contents and p not in secret)
-                  for p in request.get("files", [])},
+        "files": files,
         "read": {p: read_text(p) for p in request.get("read", [])},
         "dpkg": dpkg_stanzas(request.get("dpkg", [])),
         "venvs": {p: venv_fact(p) for p in request.get("venvs", [])},

@@ -174,6 +174,14 @@ class HostState:
             blocks.append("\n".join(f"{k}={p[k]}" for k in SYSTEMD_ORDER if k in props))
         return "\n\n".join(blocks) + "\n"
 
+    def _expanduser(self, path: str) -> str:
+        """'~alice/x' -> alice's home from the modelled passwd (unchanged if unknown)."""
+        name, sep, rest = path[1:].partition("/")
+        entry = parse_passwd(self.passwd).get(name)
+        if entry is None:
+            return path
+        return entry.home + (sep + rest if sep else "")
+
     # ------------------------------------------------------------------ answering
     def collect(self, request: dict[str, Any]) -> str:
         """The collector's stdout for ``request`` (the JSON ``FactRequest.to_json`` makes)."""
@@ -184,7 +192,8 @@ class HostState:
         ns.update(open=self._open, file_fact=self._file_fact, venv_fact=self._venv_fact,
                   systemctl_show=self._systemctl_show,
                   sys=SimpleNamespace(stdout=out, version_info=version),
-                  os=SimpleNamespace(geteuid=lambda: self.euid))
+                  os=SimpleNamespace(geteuid=lambda: self.euid,
+                                     path=SimpleNamespace(expanduser=self._expanduser)))
         ns["main"](copy.deepcopy(request))
         return out.getvalue()
 

@@ -39,10 +39,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
                              "jupyterhub_admin_groups": ["wheel", "staff"]},
     "notebook-dir": {"jupyterhub_notebook_dir": "~/notebooks"},
 }
-KNOWN_BUGS = {
-    ("notebook-dir", "jupyterhub"): "bug: jupyterhub.facts does not request the users' "
-    "notebook directories, so they are re-created on every run (roles/jupyterhub.py facts)",
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}  # (variant, role) -> "bug: ..." while open
 
 
 def changes(actions: list[Action]) -> str:
@@ -330,9 +327,6 @@ def test_old_proxy_runs_on_debian_node():
 
 
 # --------------------------------------------------------------- known bugs, as tests
-@pytest.mark.xfail(strict=True, reason="bug: users.plan plans 'gpasswd --delete' for a user "
-                   "it deletes in the same role; userdel already dropped the membership, so "
-                   "gpasswd fails (roles/users.py plan, managed_users=everyone)")
 def test_removing_a_user_does_not_plan_gpasswd_after_userdel():
     host = converged(inventory_vars())
     v = inventory_vars()
@@ -344,9 +338,6 @@ def test_removing_a_user_does_not_plan_gpasswd_after_userdel():
     assert not [argv for argv in later if argv[:3] == ["gpasswd", "--delete", "alice"]], later
 
 
-@pytest.mark.xfail(strict=True, reason="bug: users.facts requests /home/<name> but plan "
-                   "checks the account's real home from passwd, so a user whose home is "
-                   "elsewhere gets 'install -d' on every run (roles/users.py facts/_home)")
 def test_existing_account_with_other_home_is_converged():
     v = inventory_vars()
     host = converged(v)
@@ -356,9 +347,6 @@ def test_existing_account_with_other_home_is_converged():
     assert not changes(plan_role("users", v, host))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: plan_user archives the home of a user it "
-                   "deletes without checking it exists; tar fails on a missing home and the "
-                   "user can never be removed (provision/steps.py plan_user, purge)")
 def test_removing_a_user_whose_home_is_gone():
     v = inventory_vars()
     host = converged(v)

@@ -7,7 +7,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 
 from hostmodel import ALICE_HASH, ROLES, DEBIAN_NODE, HostState, converged, fresh, inventory_vars
 from provision.display import Display
@@ -242,9 +241,6 @@ def test_connection_lost_mid_run_is_unreachable():
     assert not report.hosts["lab2"].failed
 
 
-@pytest.mark.xfail(strict=True, reason="bug: converge_host calls transport_factory outside "
-                   "its try, so a factory that raises aborts the whole run and every other "
-                   "host's report is lost (provision/runner.py converge_host)")
 def test_transport_factory_raising_unreachable_fails_only_that_host():
     v = inventory_vars()
     lab = Lab({"lab1": converged(v), "lab2": converged(v)}, v)
@@ -287,9 +283,6 @@ def test_json_report_shape():
     assert lab1["ok"] + lab1["changed"] + lab1["failed"] == len(lab1["steps"])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: HostReport.as_dict counts a host error twice: "
-                   "converge_host records it as a failed step and as report.error, and "
-                   "'failed' adds both (provision/report.py HostReport.as_dict)")
 def test_one_failure_counts_once():
     lab = Lab({"lab1": fresh()})
 
