@@ -82,11 +82,13 @@ class HubClient:
             raise HubError(f"{self.url('hub/api')} answered {r.status}")
         return json.loads(r.body)["version"]
 
-    def login(self, username: str, password: str) -> None:
+    def login(self, username: str, password: str, otp: str | None = None) -> None:
         page = self.request("hub/login")
         if page.status != 200:
             raise HubError(f"login page answered {page.status}")
         form = {"username": username, "password": password}
+        if otp is not None:
+            form["otp"] = otp
         m = re.search(r'name="_xsrf"\s+value="([^"]+)"', page.body)
         if m or self._xsrf():
             form["_xsrf"] = m.group(1) if m else self._xsrf()
