@@ -83,3 +83,39 @@ def hfacts(host):
     """The few host facts the roles' templates depend on (python version)."""
     py = host.run("python3 -c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])'")
     return parse_collected({"python": py.stdout.strip()})
+
+
+# ------------------------------------------------------------------ per-host summary
+_RESULTS: dict[str, list[tuple[str, str, str]]] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" and not (report.when == "setup" and report.failed):
+        return
+    host = getattr(getattr(item, "callspec", None), "params", {}).get("_testinfra_host")
+    name = host.backend.host.name if host is not None else "(all)"
+    check = item.name.split("[", 1)[0].removeprefix("test_")
+    params = item.name.split("[", 1)[1].rstrip("]") if "[" in item.name else ""
+    detail = params.split("-", 1)[1] if "-" in params else ""
+    why = ""
+    if report.failed:
+        text = str(getattr(report.longrepr, "reprcrash", None) and report.longrepr.reprcrash.message
+                   or report.longrepr)
+        why = text.splitlines()[0].removeprefix("AssertionError: ")
+    _RESULTS.setdefault(name, []).append((f"{check} {detail}".strip(), report.outcome, why))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _RESULTS:
+        return
+    tr = terminalreporter
+    tr.section("verify: per host")
+    for host, rows in sorted(_RESULTS.items()):
+        bad = [r for r in rows if r[1] == "failed"]
+        status = f"{len(bad)} FAILED" if bad else "ok"
+        tr.write_line(f"{host}: {len(rows) - len(bad)} checks passed, {status}")
+        for check, _, why in bad:
+            tr.write_line(f"  FAILED {check}: {why}")
