@@ -65,7 +65,8 @@ def test_wrong_host_key_makes_the_host_unreachable(lab_hosts, tmp_path):
     entry = lab_entry("lab1")
     other = lab_entry("lab2")
     lines = (REPO / ".lab" / "known_hosts").read_text().splitlines()
-    lab2_key = next(ln for ln in lines if ln.startswith(f"[127.0.0.1]:{other['ansible_port']} ")).split(" ", 1)[1]
+    prefix = f"[127.0.0.1]:{other['ansible_port']} "
+    lab2_key = next(ln for ln in lines if ln.startswith(prefix)).split(" ", 1)[1]
     fake = tmp_path / "known_hosts"
     fake.write_text(f"[127.0.0.1]:{entry['ansible_port']} {lab2_key}\n")
     inv = make_inventory(tmp_path / "inv", host_vars={
