@@ -251,7 +251,8 @@ def local_collection(tmp_path_factory):
     wanted_hash = "$6$notreal$" + "Z" * 86
     users = [e.split(":", 1)[0] for e in Path("/etc/passwd").read_text().splitlines()]
     req = FactRequest(
-        files={str(d / "sub"), str(d / "link"), str(d / "missing")},
+        files={str(d / "sub"), str(d / "link"), str(d / "missing"), "~root",
+               "~no-such-user-jhprov/x"},
         content={str(d / "plain.txt"), str(d / "secret.env")},
         secret={str(d / "secret.env")},
         dpkg={"python3", "openssh-client", "no-such-package"},
@@ -290,6 +291,16 @@ def test_collector_returns_requested_content_and_stat(local_collection):
     assert (link["type"], link["target"]) == ("link", str(d / "plain.txt"))
     assert "sha256" not in link
     assert raw["files"][str(d / "missing")] == {"exists": False}
+
+
+def test_collector_looks_up_tilde_paths_in_the_accounts_home(local_collection):
+    raw = local_collection["raw"]
+    root = raw["files"]["~root"]
+    assert root["exists"] and root["type"] == "dir" and root["path"] == "/root"
+    assert raw["files"]["~no-such-user-jhprov/x"] == {"exists": False}
+    facts = parse_collected(raw)
+    assert facts.file("/root") == facts.file("~root")
+    assert facts.file("/root").owner == "root"
 
 
 def test_collector_shadow_section_holds_no_password_hash(local_collection):
