@@ -78,6 +78,7 @@ class Inventory:
         self.host_file_vars: dict[str, dict[str, Any]] = {}
         self.host_file_origins: dict[str, dict[str, Origin]] = {}
         self.problems: list[str] = []
+        self.declared: set[str] = {"all"}  # groups named in an inventory file
         self._load()
         if self.problems:
             raise ConfigError(self.problems)
@@ -119,12 +120,11 @@ class Inventory:
                     f"in the inventory"
                 )
         for name, group in self.groups.items():
-            if name != "all" and not group.hosts and not group.children and not group.vars:
-                if group.file_vars and not group.hosts and not group.children:
-                    self.problems.append(
-                        f"{self._rel(vars_root / 'group_vars' / name)}: no group named "
-                        f"{name!r} in the inventory"
-                    )
+            if name != "all" and name not in self.declared and group.file_vars:
+                self.problems.append(
+                    f"{self._rel(vars_root / 'group_vars' / name)}: no group named "
+                    f"{name!r} in the inventory"
+                )
 
     def _rel(self, path: Path) -> str:
         try:
@@ -148,6 +148,7 @@ class Inventory:
         self, name: str, body: Any, source: Path, key: str, parent: str | None
     ) -> None:
         where = f"{self._rel(source)}: {key}"
+        self.declared.add(name)
         group = self.groups.setdefault(name, Group(name))
         if parent:
             group.parents.add(parent)

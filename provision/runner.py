@@ -135,12 +135,14 @@ def converge_host(host: Host, roles: list[ModuleType], *, check: bool, display: 
     rep = HostReport(host.name)
     try:
         transport = transport_factory(host)
-    except ProvisionError as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever it is, it stops only this host
         rep.unreachable = isinstance(exc, UnreachableError)
-        rep.error = exc.message
+        rep.error = exc.message if isinstance(exc, ProvisionError) else \
+            f"cannot set up the connection: {type(exc).__name__}: {exc}"
         if not rep.unreachable:
-            rep.steps.append(StepResult("engine", "connect", "failed", error=exc.as_dict()))
-        display.unreachable(host.name, exc.message)
+            rep.steps.append(StepResult("engine", "connect", "failed", error={
+                "message": rep.error, "command": None, "rc": None, "stderr": ""}))
+        display.unreachable(host.name, rep.error)
         rep.duration = time.monotonic() - start
         return rep
     hr = HostRun(host, transport, check=check, display=display, cancel=cancel)

@@ -231,7 +231,9 @@ def _attr_ops(path: str, f: FileFact, mode: str, owner: str, group: str) -> tupl
         ops.append(Command(["chown", "--no-dereference", f"{owner}:{group}", "--", path]))
         lines.append(f"~ {path}: owner {f.owner}:{f.group} -> {owner}:{group}")
     if f.mode != _mode(mode):
-        ops.append(Command(["chmod", _mode(mode), "--", path]))
+        # GNU chmod keeps a directory's setgid bit unless the mode has five digits.
+        wanted = "0" + _mode(mode) if f.type == "dir" else _mode(mode)
+        ops.append(Command(["chmod", wanted, "--", path]))
         lines.append(f"~ {path}: mode {f.mode} -> {_mode(mode)}")
     return ops, lines
 
@@ -468,7 +470,8 @@ def plan_service(facts: Facts, unit: str, *, enabled: bool = True,
     """
     act = Action(f"service {unit}")
     props = facts.unit(unit)
-    is_enabled = props.get("UnitFileState") in ("enabled", "enabled-runtime", "static")
+    # enabled-runtime does not survive a reboot: it counts as not enabled.
+    is_enabled = props.get("UnitFileState") in ("enabled", "static")
     is_active = props.get("ActiveState") in ("active", "reloading", "activating")
     lines = []
     if enabled and not is_enabled:

@@ -129,7 +129,15 @@ def check(v: dict[str, Any]) -> list[tuple[str, str]]:
     if hub_urls(v).port in (v["jupyterhub_hub_port"], v.get("proxy_api_port")):
         problems.append(("jupyterhub_port", "the public port must differ from the hub's and "
                          "the proxy API's ports"))
+    if v["jupyterhub_hub_port"] == v.get("proxy_api_port"):
+        problems.append(("jupyterhub_hub_port", f"{v['jupyterhub_hub_port']} is also "
+                         "proxy_api_port: the hub and the proxy's API need their own ports"))
     return problems
+
+
+def proxy_api_url(v: dict[str, Any]) -> str:
+    ip = v["proxy_api_ip"] or "127.0.0.1"
+    return f"http://{'[' + ip + ']' if ':' in ip else ip}:{v['proxy_api_port']}"
 
 
 def requirements(v: dict[str, Any]) -> list[str]:
@@ -145,7 +153,7 @@ def render_config(v: dict[str, Any]) -> str:
     ctx = dict(
         v,
         hub_bind_url=urls.bind_url,
-        proxy_api_url=f"http://{v['proxy_api_ip'] or '127.0.0.1'}:{v['proxy_api_port']}",
+        proxy_api_url=proxy_api_url(v),
         cookie_secret_file=secret_path(v),
         db_url=f"sqlite:///{v['jupyterhub_state_dir']}/jupyterhub.sqlite",
         singleuser_cmd=f"{v['jupyterhub_venv']}/bin/jupyterhub-singleuser",

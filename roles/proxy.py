@@ -106,8 +106,8 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
     if node and need and int(node.split(".")[0]) < need:
         return [Action("node version check", ops=[Refuse(
             f"configurable-http-proxy {v['proxy_version']} needs node {rng}, but "
-            f"nodejs_source={v['nodejs_source']} gives node {node}: set nodejs_source: pypi, "
-            "or proxy_version: '4.6.3'")])]
+            f"nodejs_source={v['nodejs_source']} gives node {node}: set nodejs_source: pypi"
+            + ("" if v["proxy_version"].startswith("4.") else ", or proxy_version: '4.6.3'"))])]
     user = v["proxy_user"]
     if user not in facts.users:
         actions.append(plan_group(facts, user, system=True))

@@ -79,6 +79,13 @@ def check(v: dict[str, Any]) -> list[tuple[str, str]]:
                 isinstance(g, str) and re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", g)
                 for g in groups):
             problems.append((f"{key}.groups", "must be a list of group names"))
+        else:
+            managed = {v.get("wheel_group", "wheel"): "admin: true",
+                       v.get("users_hub_group", "jupyterhub-users"): "state: present"}
+            for g in groups:
+                if g in managed:
+                    problems.append((f"{key}.groups", f"{g!r} is managed by its role; use "
+                                     f"{managed[g]} on the user instead"))
         keys = u.get("authorized_keys")
         if keys is not None:
             if not isinstance(keys, list) or not all(isinstance(k, str) and KEY_RE.match(k)

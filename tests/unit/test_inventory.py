@@ -352,18 +352,12 @@ def test_every_problem_reported_at_once(tmp_path):
                                    "same-user-other-uid-on-two-hosts"])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: group_vars of a group that is in the inventory "
-                   "but has no hosts yet is reported as 'no group named' "
-                   "(provision/inventory.py Inventory._load)")
 def test_group_vars_of_an_empty_group_are_accepted(tmp_path):
     write_tree(tmp_path, {"hosts.yml": "all:\n  hosts:\n    lab1:\n  children:\n    spare:\n",
                           "group_vars/spare.yml": "jupyterhub_port: 8000\n"})
     assert Inventory(tmp_path).select("all") == ["lab1"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: jupyterhub.check lets the hub's private port "
-                   "equal proxy_api_port; both bind 127.0.0.1 and one fails to start "
-                   "(roles/jupyterhub.py check)")
 def test_hub_port_equal_to_proxy_api_port_is_refused(tmp_path):
     with pytest.raises(ConfigError) as err:
         run_with(tmp_path, {"lab1": "jupyterhub_hub_port: 8001\n"})
@@ -371,10 +365,6 @@ def test_hub_port_equal_to_proxy_api_port_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("group", ["wheel", "jupyterhub-users"])
-@pytest.mark.xfail(strict=True, reason="bug: a user whose groups list names the wheel or hub "
-                   "group makes the users role and the wheel/hub group step fight: every run "
-                   "adds and removes members, and drops real admins from wheel for a while "
-                   "(roles/users.py check)")
 def test_user_groups_naming_a_managed_group_is_refused(tmp_path, group):
     with pytest.raises(ConfigError) as err:
         run_with(tmp_path, {"lab1": f"users:\n  - {{name: alice, admin: true}}\n"

@@ -257,9 +257,6 @@ def test_transport_factory_raising_unreachable_fails_only_that_host():
     assert not report.hosts["lab2"].failed and report.hosts["lab2"].count("ok") > 20
 
 
-@pytest.mark.xfail(strict=True, reason="bug: converge_host isolates only ProvisionError from "
-                   "transport_factory; any other exception still aborts the whole run "
-                   "(provision/runner.py converge_host)")
 def test_transport_factory_bug_fails_only_that_host():
     v = inventory_vars()
     lab = Lab({"lab1": converged(v), "lab2": converged(v)}, v)

@@ -101,9 +101,6 @@ def test_rendered_config_sets_exactly_the_inventory_values(case):
     assert exec_config(text) == expected_config(changes, unset)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an IPv6 proxy_api_ip is not bracketed in "
-                   "ConfigurableHTTPProxy.api_url ('http://::1:8001') "
-                   "(roles/jupyterhub.py render_config)")
 def test_ipv6_proxy_api_ip_makes_a_valid_url():
     got = exec_config(jupyterhub.render_config(inventory_vars(proxy_api_ip="::1")))
     assert got["ConfigurableHTTPProxy"]["api_url"] == "http://[::1]:8001"
