@@ -7,7 +7,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 
 
 from hostmodel import ALICE_HASH, ROLES, DEBIAN_NODE, HostState, converged, fresh, inventory_vars
