@@ -136,6 +136,8 @@ def _slow_inventory(base, tmp_path, extra: dict | None = None):
 
 
 def _start(inv, tmp_path, hosts=HOSTS):
+    # Make sure the slow step has work to do, whatever an earlier test left installed.
+    sh("lab2", "/opt/jupyterhub/bin/pip uninstall --yes --quiet pandas polars 2>/dev/null; true")
     report = tmp_path / "run.json"
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "provision", "--hosts", hosts,
                              "--inventory", str(inv), "--json", str(report)], cwd=REPO,
