@@ -68,6 +68,7 @@ def provision(c, hosts="all", inventory=None, check=False, diff=False, forks=10,
 @task(
     help={
         **HELP_COMMON,
+        "name": "The Linux user name (lower case, at most 32 characters).",
         "admin": "Make the user an administrator (wheel group: sudo and JupyterHub admin).",
         "password-file": "Read the password from this file ('-' for stdin). Without it, you "
                          "are prompted (on a terminal). Only a hash is stored.",
@@ -102,6 +103,7 @@ def add_user(c, name, admin=False, hosts="all", password_file=None, uid=None, ke
 
 
 @task(help={**HELP_COMMON,
+            "name": "The user to lock or remove (must be in the inventory).",
             "purge": "Archive the home directory to /var/backups/jhprovision, then delete the "
                      "account (default: lock it)."})
 def remove_user(c, name, purge=False, hosts="all", inventory=None, check=False, diff=False,
