@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ipaddress
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -81,14 +82,30 @@ class HubURLs:
 
 
 def hub_urls(v: dict[str, Any]) -> HubURLs:
-    """From ``jupyterhub_bind_url`` when set, else ip + port + base_url (one source)."""
+    """From ``jupyterhub_bind_url`` when set, else ip + port + base_url (one source).
+
+    With ``apache_enabled`` the public side is Apache's, so the proxy listens on loopback
+    only: an ip that is not a loopback address becomes 127.0.0.1 (the apache role's
+    ``check`` refuses one given explicitly, so this only replaces the default '').
+    """
     bind = v.get("jupyterhub_bind_url")
     if bind:
         parts = urlsplit(bind)
-        return HubURLs(parts.scheme, parts.hostname or "", parts.port or 8000,
+        urls = HubURLs(parts.scheme, parts.hostname or "", parts.port or 8000,
                        parts.path or "/")
-    return HubURLs("http", v.get("jupyterhub_ip", ""), v.get("jupyterhub_port", 8000),
-                   v.get("jupyterhub_base_url", "/"))
+    else:
+        urls = HubURLs("http", v.get("jupyterhub_ip", ""), v.get("jupyterhub_port", 8000),
+                       v.get("jupyterhub_base_url", "/"))
+    if v.get("apache_enabled") and not _is_loopback_ip(urls.ip):
+        urls = replace(urls, ip="127.0.0.1")
+    return urls
+
+
+def _is_loopback_ip(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
 
 
 def hub_api_url(v: dict[str, Any]) -> str:

@@ -17,6 +17,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "only_if(predicate): collected only for hosts whose "
+                            "inventory variables satisfy predicate(vars)")
     if not config.getoption("hosts", None):
         raise pytest.UsageError(
             "name the hosts to verify (--hosts=ssh://lab1,...); testinfra would otherwise "
@@ -24,11 +26,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
-    """Deselect (not skip) what does not apply: the smoke test without --smoke USER, and
-    per-user checks when the inventory has no users."""
+    """Deselect (not skip) what does not apply: the smoke test without --smoke USER,
+    per-user checks when the inventory has no users, and checks marked
+    ``only_if(predicate)`` on hosts whose variables do not satisfy it (e.g. Apache's checks
+    where apache_enabled is false)."""
     def applies(item) -> bool:
         if "smoke" in item.name and not config.getoption("smoke"):
             return False
+        marks = list(item.iter_markers("only_if"))
+        if marks:
+            hv = _item_vars(config, item)
+            if hv is not None and not all(m.args[0](hv) for m in marks):
+                return False
         mark = item.get_closest_marker("skip")
         return not (mark and "empty parameter set" in str(mark.kwargs.get("reason", "")))
 
@@ -36,6 +45,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     if len(keep) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in keep])
         items[:] = keep
+
+
+def _item_vars(config: pytest.Config, item) -> dict | None:
+    """The inventory variables of the host a test item runs against (testinfra's param)."""
+    callspec = getattr(item, "callspec", None)
+    host = callspec.params.get("_testinfra_host") if callspec else None
+    if host is None:
+        return None
+    name = host.backend.host.name
+    return next((h.vars for h in _run_config(config).hosts if h.name == name), None)
 
 
 def _host_names(config: pytest.Config) -> list[str]:

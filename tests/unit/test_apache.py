@@ -1,0 +1,394 @@
+"""The apache role without SSH: the site template for HTTP, HTTPS and base URLs (its
+proxied path is the hub's base URL, websockets and forwarded headers included), the
+loopback rule, validation, and plans against a fresh and a converged modelled host."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from fakeconfig import exec_config
+from hostmodel import ROLES, RUNNING, HostState, converged, inventory_vars, request_for
+from provision.display import Display
+from provision.inventory import Host
+from provision.render import render
+from provision.runner import run
+from provision.steps import MASK, Action, Command, Upload
+from provision.transport import FakeTransport
+from roles import apache, jupyterhub, proxy
+from roles._common import hub_urls
+
+HOST = "lab1"  # hostmodel.inventory_vars' inventory_hostname
+
+
+# ------------------------------------------------------------------------- helpers
+def make_cert(name: str, days: int = 365, *, key: Any = None) -> tuple[bytes, bytes]:
+    """A self-signed certificate for ``name`` and its key, both PEM."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = make_cert("lab.example.org")
+    (d / "lab.crt").write_bytes(cert)
+    (d / "lab.key").write_bytes(key)
+    return {"apache_tls_cert_file": str(d / "lab.crt"), "apache_tls_key_file": str(d / "lab.key")}
+
+
+def apache_vars(**overrides: Any) -> dict[str, Any]:
+    return inventory_vars(apache_enabled=True, **overrides)
+
+
+def link(target: str) -> dict[str, Any]:
+    return {"type": "link", "mode": "0777", "owner": "root", "group": "root", "target": target}
+
+
+def converged_apache(v: dict[str, Any]) -> HostState:
+    """The host the roles leave behind for ``v``, Apache included."""
+    st = converged(v)
+    s = apache.site(v)
+    st.dpkg["apache2"] = "2.4.71-1~deb12u1"
+    for m in apache.modules(v):
+        st.files[f"{apache.MODS_ENABLED}/{m}.load"] = link(f"../mods-available/{m}.load")
+    st.add_file(apache.SITE_PATH, apache.render_site(v))
+    st.files[apache.SITE_LINK] = link(f"../sites-available/{apache.SITE}.conf")
+    st.units[apache.UNIT] = dict(RUNNING)
+    if s.tls != "off":
+        st.add_dir(apache.TLS_DIR, "0700")
+    if s.tls == "selfsigned":
+        st.dpkg["openssl"] = "3.0.20-1~deb12u2"
+        cert, key = make_cert(s.server_name, 3650)
+        st.add_file(apache.SELFSIGNED_CRT, cert)
+        st.add_file(apache.SELFSIGNED_KEY, key, "0600")
+    elif s.tls == "files":
+        st.add_file(apache.FILES_CRT, Path(v["apache_tls_cert_file"]).read_bytes())
+        st.add_file(apache.FILES_KEY, Path(v["apache_tls_key_file"]).read_bytes(), "0600")
+    return st
+
+
+def plan(v: dict[str, Any], st: HostState) -> list[Action]:
+    return apache.plan(v, st.facts(request_for(v)))
+
+
+def changes(actions: list[Action]) -> list[str]:
+    return [a.name for a in actions if a.changed]
+
+
+def by_name(actions: list[Action], name: str) -> Action:
+    return next(a for a in actions if a.name == name)
+
+
+def vhosts(text: str) -> dict[str, str]:
+    """The site's VirtualHost blocks by port."""
+    return dict(re.findall(r"<VirtualHost \*:(\d+)>\n(.*?)</VirtualHost>", text, re.S))
+
+
+# ----------------------------------------------------------------------- the template
+SITES: dict[str, dict[str, Any]] = {
+    "http-jhub": {"jupyterhub_base_url": "/jhub/"},
+    "http-root": {},
+    "http-nested-port-8080": {"jupyterhub_base_url": "/lab/hub2/", "apache_http_port": 8080},
+    "bind-url": {"jupyterhub_bind_url": "http://:8010/jhub/"},
+    "selfsigned-jhub": {"jupyterhub_base_url": "/jhub/", "apache_tls": "selfsigned"},
+    "selfsigned-port-8443": {"jupyterhub_base_url": "/jhub/", "apache_tls": "selfsigned",
+                             "apache_https_port": 8443, "apache_server_name": "jh.example.org"},
+    "files": {"jupyterhub_base_url": "/jhub/", "apache_tls": "files"},
+}
+
+
+@pytest.mark.parametrize("case", SITES)
+def test_site_proxies_the_hub_base_url(case, tls_files):
+    extra = tls_files if SITES[case].get("apache_tls") == "files" else {}
+    v = apache_vars(**SITES[case], **extra)
+    text = apache.render_site(v)
+    urls = hub_urls(v)
+    hub = exec_config(jupyterhub.render_config(v))["JupyterHub"]["bind_url"]
+    assert hub == f"http://127.0.0.1:{urls.port}{urls.base_url}"
+    s = apache.site(v)
+    blocks = vhosts(text)
+    public = blocks[str(s.https_port if s.tls != "off" else s.http_port)]
+    # One path, from one variable: Apache's equals the hub's (no redirect loops).
+    assert re.findall(r"^\s*ProxyPass (\S+) (\S+) (.*)$", public, re.M) == [
+        (urls.base_url, hub, "upgrade=websocket nocanon")]
+    assert re.findall(r"^\s*ProxyPassReverse (\S+) (\S+)$", public, re.M) == [
+        (urls.base_url, hub)]
+    assert "ProxyPreserveHost On" in public
+    scheme = "https" if s.tls != "off" else "http"
+    assert f'RequestHeader set X-Forwarded-Proto "{scheme}"' in public
+    assert f"ServerName {s.server_name}" in public
+    if urls.base_url != "/":
+        assert f"RedirectMatch permanent ^{urls.base_url[:-1]}$ {urls.base_url}" in public
+
+
+@pytest.mark.parametrize("case", ["selfsigned-jhub", "selfsigned-port-8443", "files"])
+def test_tls_site_redirects_http_and_names_its_certificate(case, tls_files):
+    v = apache_vars(**SITES[case], **tls_files) if case == "files" \
+        else apache_vars(**SITES[case])
+    s = apache.site(v)
+    blocks = vhosts(apache.render_site(v))
+    assert set(blocks) == {str(s.http_port), str(s.https_port)}
+    http = blocks[str(s.http_port)]
+    assert "ProxyPass" not in http
+    port = "" if s.https_port == 443 else f":{s.https_port}"
+    assert f"Redirect permanent / https://{s.server_name}{port}/" in http
+    https = blocks[str(s.https_port)]
+    assert "SSLEngine on" in https
+    assert f"SSLCertificateFile {s.cert}" in https and f"SSLCertificateKeyFile {s.key}" in https
+
+
+@pytest.mark.parametrize("case, listens", [
+    ("http-jhub", []), ("selfsigned-jhub", []), ("http-nested-port-8080", ["8080"]),
+    ("selfsigned-port-8443", ["8443 https"]),
+])
+def test_listen_only_ports_debian_does_not_listen_on(case, listens):
+    text = apache.render_site(apache_vars(**SITES[case]))
+    assert re.findall(r"^Listen (.+)$", text, re.M) == listens
+
+
+def test_hub_and_proxy_listen_on_loopback_with_apache():
+    assert hub_urls(inventory_vars()).ip == ""
+    v = apache_vars(jupyterhub_base_url="/jhub/")
+    assert hub_urls(v).ip == "127.0.0.1"
+    unit = render("proxy/configurable-http-proxy.service.j2",
+                  proxy.unit_context(v, converged(v).facts(request_for(v))))
+    assert '--ip "127.0.0.1" --port 8000' in unit
+    assert hub_urls(apache_vars(jupyterhub_ip="::1")).ip == "::1"
+    assert hub_urls(apache_vars(jupyterhub_bind_url="http://localhost:8000/")).ip == \
+        "127.0.0.1"
+
+
+# ------------------------------------------------------------------------- validation
+def problems(**overrides: Any) -> list[tuple[str, str]]:
+    v = inventory_vars()
+    v.update(overrides)
+    return apache.check(v)
+
+
+@pytest.mark.parametrize("overrides, key, words", [
+    ({"jupyterhub_ip": "0.0.0.0"}, "jupyterhub_ip", "not a loopback address"),
+    ({"jupyterhub_ip": "10.0.0.5"}, "jupyterhub_ip", "remove jupyterhub_ip"),
+    ({"jupyterhub_bind_url": "http://10.0.0.5:8000/jhub/"}, "jupyterhub_bind_url",
+     "not a loopback address"),
+    ({"jupyterhub_bind_url": "https://:8443/"}, "jupyterhub_bind_url", "must be http://"),
+    ({"apache_http_port": 8000}, "apache_http_port", "jupyterhub_port"),
+    ({"apache_tls": "selfsigned", "apache_https_port": 80}, "apache_https_port",
+     "must differ"),
+    ({"apache_tls": "files"}, "apache_tls_cert_file", "must be set"),
+    ({"apache_tls": "files", "apache_tls_cert_file": "/nonexistent/x.crt",
+      "apache_tls_key_file": "/nonexistent/x.key"}, "apache_tls_key_file", "cannot read"),
+    ({"apache_tls_cert_file": "/etc/ssl/x.crt"}, "apache_tls", "set apache_tls: files"),
+])
+def test_check_refuses(overrides, key, words):
+    found = problems(apache_enabled=True, **overrides)
+    assert any(k == key and words in why for k, why in found), found
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"jupyterhub_ip": "127.0.0.1"}, {"jupyterhub_ip": "::1"},
+    {"jupyterhub_bind_url": "http://:8000/jhub/"},
+    {"jupyterhub_bind_url": "http://localhost:8000/"}, {"apache_tls": "selfsigned"},
+])
+def test_check_accepts(overrides):
+    assert problems(apache_enabled=True, **overrides) == []
+
+
+def test_check_leaves_a_disabled_role_alone():
+    assert problems(jupyterhub_ip="10.0.0.5", apache_http_port=8000) == []
+
+
+def test_check_explains_yaml_off():
+    found = problems(apache_tls=False)
+    assert found and "quoted" in found[0][1]
+
+
+def test_check_tls_files(tls_files, tmp_path):
+    assert problems(apache_enabled=True, apache_tls="files", **tls_files) == []
+    _, other_key = make_cert("lab.example.org")
+    (tmp_path / "other.key").write_bytes(other_key)
+    found = problems(apache_enabled=True, apache_tls="files",
+                     apache_tls_cert_file=tls_files["apache_tls_cert_file"],
+                     apache_tls_key_file=str(tmp_path / "other.key"))
+    assert found == [("apache_tls_key_file", f"{tmp_path / 'other.key'} is not the private "
+                      f"key of the certificate {tls_files['apache_tls_cert_file']}")]
+    (tmp_path / "bad.crt").write_text("not a certificate")
+    found = problems(apache_enabled=True, apache_tls="files", **dict(
+        tls_files, apache_tls_cert_file=str(tmp_path / "bad.crt")))
+    assert found[0][0] == "apache_tls_cert_file" and "not a PEM certificate" in found[0][1]
+
+
+# ------------------------------------------------------------------------------ facts
+def test_facts_ask_for_module_links_and_never_for_the_self_signed_key(tls_files):
+    req = apache.facts(apache_vars(apache_tls="selfsigned"))
+    for m in ("proxy", "proxy_http", "headers", "ssl"):
+        assert f"/etc/apache2/mods-enabled/{m}.load" in req.files
+    assert apache.SITE_PATH in req.content and apache.SELFSIGNED_CRT in req.content
+    assert apache.SELFSIGNED_KEY in req.secret and apache.SELFSIGNED_KEY not in req.content
+    files = apache.facts(apache_vars(apache_tls="files", **tls_files))
+    assert apache.FILES_KEY in files.files and apache.FILES_KEY not in files.content
+
+
+# ----------------------------------------------------------------------------- plans
+def test_fresh_host_plan():
+    v = apache_vars(jupyterhub_base_url="/jhub/")
+    actions = plan(v, HostState())
+    assert changes(actions) == [
+        "apt apache2", "apache modules alias, headers, proxy, proxy_http",
+        f"site {apache.SITE_PATH}", f"site {apache.SITE} enabled",
+        "default site 000-default disabled", "service apache2.service"]
+    assert by_name(actions, "apache modules alias, headers, proxy, proxy_http").ops[0].argv \
+        == ["a2enmod", "-q", "alias", "headers", "proxy", "proxy_http"]
+    site = by_name(actions, f"site {apache.SITE_PATH}")
+    (op,) = site.ops
+    # Swapped in and kept only if `apache2ctl configtest` passes (not a plain Upload).
+    assert isinstance(op, Command) and op.argv[:2] == ["sh", "-c"]
+    assert "apache2ctl configtest" in op.argv[2] and op.stdin == apache.render_site(v).encode()
+    assert op.argv[4:] == [apache.SITE_PATH, "0644", "root", "root"]
+    # Installing apache2 enables 000-default in this same run: it is disabled anyway.
+    assert by_name(actions, "default site 000-default disabled").ops[0].argv == \
+        ["a2dissite", "-q", "000-default"]
+    assert all(a.notify == (apache.RELOAD,) for a in actions
+               if a.changed and a.name.startswith(("apache modules", "site", "default")))
+
+
+def test_fresh_host_plan_selfsigned():
+    v = apache_vars(apache_tls="selfsigned")
+    actions = plan(v, HostState())
+    assert changes(actions) == [
+        "apt apache2, openssl", "apache modules alias, headers, proxy, proxy_http, ssl",
+        "directory /etc/apache2/tls", f"self-signed certificate {apache.SELFSIGNED_CRT}",
+        f"site {apache.SITE_PATH}", f"site {apache.SITE} enabled",
+        "default site 000-default disabled", "service apache2.service"]
+    (op,) = by_name(actions, f"self-signed certificate {apache.SELFSIGNED_CRT}").ops
+    assert op.argv[4:] == [apache.SELFSIGNED_KEY, apache.SELFSIGNED_CRT, HOST, f"DNS:{HOST}",
+                           "3650"]
+    assert "openssl req -x509" in op.argv[2] and "umask 077" in op.argv[2]
+
+
+def test_fresh_host_plan_files_never_shows_the_key(tls_files):
+    v = apache_vars(apache_tls="files", **tls_files)
+    actions = plan(v, HostState())
+    key = by_name(actions, f"file {apache.FILES_KEY}")
+    (op,) = key.ops
+    assert isinstance(op, Upload) and (op.mode, op.owner) == ("0600", "root")
+    assert op.content == Path(tls_files["apache_tls_key_file"]).read_bytes()
+    assert key.diff == f"~ {apache.FILES_KEY}: {MASK}"
+    assert "PRIVATE" not in op.shown()
+    assert key.notify == (apache.RELOAD,)
+
+
+CONVERGED = ["http-jhub", "http-root", "http-nested-port-8080", "bind-url", "selfsigned-jhub",
+             "selfsigned-port-8443", "files"]
+
+
+@pytest.mark.parametrize("case", CONVERGED)
+def test_converged_host_has_nothing_to_do(case, tls_files):
+    extra = tls_files if case == "files" else {}
+    v = apache_vars(**SITES[case], **extra)
+    assert changes(plan(v, converged_apache(v))) == []
+
+
+def test_converged_host_is_one_round_trip_for_every_role():
+    v = apache_vars(jupyterhub_base_url="/jhub/", apache_tls="selfsigned")
+    t = FakeTransport(HOST, responder=converged_apache(v).responder())
+    report = run([Host(HOST, vars=v)], ROLES, display=Display(io.StringIO(), color=False),
+                 transport_factory=lambda host: t)
+    rep = report.hosts[HOST]
+    assert [s.name for s in rep.steps if s.status != "ok"] == []
+    assert rep.round_trips == 1 and rep.handlers == []
+
+
+def test_site_change_is_one_tested_swap_and_one_reload():
+    v = apache_vars(jupyterhub_base_url="/jhub/")
+    st = converged_apache(v)
+    st.add_file(apache.SITE_PATH, apache.render_site(apache_vars()))  # the old base URL
+    actions = plan(v, st)
+    assert changes(actions) == [f"site {apache.SITE_PATH}"]
+    site = by_name(actions, f"site {apache.SITE_PATH}")
+    assert "-    ProxyPass / http://127.0.0.1:8000/ upgrade=websocket nocanon" in site.diff
+    assert "+    ProxyPass /jhub/ http://127.0.0.1:8000/jhub/ upgrade=websocket nocanon" \
+        in site.diff
+    assert site.notify == (apache.RELOAD,)
+
+
+def test_default_site_is_left_alone_on_another_port():
+    v = apache_vars(apache_http_port=8080)
+    st = converged_apache(v)
+    st.files["/etc/apache2/sites-enabled/000-default.conf"] = link(
+        "../sites-available/000-default.conf")
+    actions = plan(v, st)
+    assert changes(actions) == []
+    assert not any(a.name.startswith("default site") for a in actions)
+
+
+def test_default_ssl_site_is_disabled_when_it_takes_443():
+    v = apache_vars(apache_tls="selfsigned")
+    st = converged_apache(v)
+    st.files["/etc/apache2/sites-enabled/default-ssl.conf"] = link(
+        "../sites-available/default-ssl.conf")
+    actions = plan(v, st)
+    assert changes(actions) == ["default site default-ssl disabled"]
+
+
+def test_modules_only_the_missing_ones():
+    v = apache_vars(apache_tls="selfsigned")
+    st = converged_apache(v)
+    del st.files[f"{apache.MODS_ENABLED}/ssl.load"]
+    del st.files[f"{apache.MODS_ENABLED}/headers.load"]
+    actions = plan(v, st)
+    assert changes(actions) == ["apache modules alias, headers, proxy, proxy_http, ssl"]
+    assert actions[1].ops[0].argv == ["a2enmod", "-q", "headers", "ssl"]
+
+
+@pytest.mark.parametrize("state, why", [
+    ("other-name", "the certificate is for other.example.org, not lab1"),
+    ("expiring", "the certificate expires on"),
+    ("no-key", "no key"),
+])
+def test_selfsigned_certificate_is_made_again_only_when_needed(state, why):
+    v = apache_vars(apache_tls="selfsigned")
+    st = converged_apache(v)
+    if state == "other-name":
+        st.add_file(apache.SELFSIGNED_CRT, make_cert("other.example.org", 3650)[0])
+    elif state == "expiring":
+        st.add_file(apache.SELFSIGNED_CRT, make_cert(HOST, 10)[0])
+    else:
+        del st.files[apache.SELFSIGNED_KEY]
+    actions = plan(v, st)
+    assert changes(actions) == [f"self-signed certificate {apache.SELFSIGNED_CRT}"]
+    act = by_name(actions, f"self-signed certificate {apache.SELFSIGNED_CRT}")
+    assert why in act.diff and act.notify == (apache.RELOAD,)
+
+
+def test_selfsigned_key_mode_drift_is_a_chmod_not_a_new_key():
+    v = apache_vars(apache_tls="selfsigned")
+    st = converged_apache(v)
+    st.files[apache.SELFSIGNED_KEY]["mode"] = "0644"
+    act = by_name(plan(v, st), f"self-signed certificate {apache.SELFSIGNED_CRT}")
+    assert [op.argv for op in act.ops] == [["chmod", "0600", "--", apache.SELFSIGNED_KEY]]
+
+
+def test_selfsigned_for_an_ip_address():
+    assert apache.subject_alt_name("192.0.2.7") == "IP:192.0.2.7"
+    assert apache.subject_alt_name("lab.example.org") == "DNS:lab.example.org"
