@@ -487,6 +487,21 @@ def plan_service(facts: Facts, unit: str, *, enabled: bool = True,
     return act
 
 
+def plan_service_started_by(facts: Facts, unit: str, handler: str) -> Action:
+    """Ensure ``unit`` is enabled; when it is not running, have ``handler`` start it.
+
+    Starting is left to the handler so that a stopped or crashed service is started once,
+    at the end, after everything it depends on is in place (and checked by the handler).
+    A failed unit's start limit is reset so that the handler's start is not refused.
+    """
+    act = plan_service(facts, unit, running=None)
+    if facts.unit(unit).get("ActiveState") != "active":
+        act.ops.append(Command(["systemctl", "reset-failed", "--", unit]))
+        act.notify = (handler,)
+        act.diff = (act.diff + f"\n~ {unit}: not running -> started").strip()
+    return act
+
+
 def plan_absent(facts: Facts, path: str, *, notify: Sequence[str] = ()) -> Action:
     """Ensure ``path`` does not exist (a file or an empty directory)."""
     act = Action(f"absent {path}", notify=tuple(notify))

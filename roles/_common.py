@@ -115,3 +115,29 @@ def hub_api_url(v: dict[str, Any]) -> str:
         ip = "127.0.0.1"
     host = f"[{ip}]" if ":" in ip else ip
     return f"http://{host}:{v['jupyterhub_hub_port']}{hub_urls(v).base_url}hub/api"
+
+
+# Polls a URL from the host itself until it answers (handlers: after a restart or reload).
+# The connection never leaves the host and checks routing, not identity: no certificate
+# verification, so Apache's self-signed certificate is fine here.
+WAIT_SCRIPT = """import ssl, sys, time, urllib.request
+url, limit = sys.argv[1], float(sys.argv[2])
+ctx = ssl._create_unverified_context()
+deadline, last = time.time() + limit, None
+while time.time() < deadline:
+    try:
+        with urllib.request.urlopen(url, timeout=3, context=ctx) as r:
+            sys.stdout.write(r.read().decode()[:500])
+            sys.exit(0)
+    except Exception as exc:
+        last = exc
+        time.sleep(0.3)
+sys.stderr.write("no answer from %s after %.0fs: %s\\n" % (url, limit, last))
+sys.exit(1)
+"""
+
+
+def wait_for_url(run: Any, url: str, limit: float, *, step: str) -> Any:
+    """Run WAIT_SCRIPT on the host; the result's rc is 0 once ``url`` answered."""
+    return run.run(["python3", "-c", WAIT_SCRIPT, url, str(limit)], check=False,
+                   timeout=limit + 30, step=step)

@@ -46,7 +46,7 @@ from provision.steps import (
 )
 from provision.variables import Var
 
-from ._common import hub_urls
+from ._common import hub_urls, wait_for_url
 
 NAME = "apache"
 
@@ -492,25 +492,6 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
 
 
 # --------------------------------------------------------------------------- handler
-# Asks the hub's API through Apache, from the host itself. The connection never leaves the
-# host and checks routing, not identity, hence no certificate verification.
-WAIT_SCRIPT = """import json, ssl, sys, time, urllib.request
-url, limit = sys.argv[1], float(sys.argv[2])
-ctx = ssl._create_unverified_context()
-deadline, last = time.time() + limit, None
-while time.time() < deadline:
-    try:
-        with urllib.request.urlopen(url, timeout=3, context=ctx) as r:
-            sys.stdout.write(json.loads(r.read().decode())["version"])
-            sys.exit(0)
-    except Exception as exc:
-        last = exc
-        time.sleep(0.3)
-sys.stderr.write("no answer from %s after %.0fs: %s\\n" % (url, limit, last))
-sys.exit(1)
-"""
-
-
 def reload_apache(run: HostRun) -> None:
     """Test the configuration, reload Apache gracefully (open connections finish), and
     check the hub answers through it."""
@@ -522,8 +503,7 @@ def reload_apache(run: HostRun) -> None:
                              command="apache2ctl configtest", rc=test.rc, stderr=test.err)
     run.run(["systemctl", "reload", "--", UNIT], timeout=120, step=RELOAD)
     url = site(run.vars).local_url + "hub/api"
-    res = run.run(["python3", "-c", WAIT_SCRIPT, url, "60"], check=False, timeout=90,
-                  step=RELOAD)
+    res = wait_for_url(run, url, 60, step=RELOAD)
     if res.rc != 0:
         log = run.run(["tail", "-n", "20", "/var/log/apache2/error.log"], check=False).out
         raise ProvisionError(f"Apache was reloaded but the hub does not answer at {url}",

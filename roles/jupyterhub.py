@@ -27,12 +27,12 @@ from provision.steps import (
     plan_file,
     plan_pip,
     plan_secret,
-    plan_service,
+    plan_service_started_by,
     plan_unit,
 )
 from provision.variables import Var
 
-from ._common import active_users, hub_api_url, hub_urls
+from ._common import active_users, hub_api_url, hub_urls, wait_for_url
 from .proxy import ENV_FILE
 from .proxy import UNIT as PROXY_UNIT
 
@@ -229,35 +229,13 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
     actions.append(cfg)
     actions.extend(_notebook_dirs(v, facts))
     actions.append(plan_unit(facts, UNIT_PATH, render_unit(v), notify=(HANDLER,)))
-    service = plan_service(facts, UNIT, running=None)
-    if facts.unit(UNIT).get("ActiveState") != "active":
-        service.ops.append(Command(["true"], display=f"{UNIT} is not running: start it"))
-        service.notify = (HANDLER,)
-        service.diff = (service.diff + f"\n~ {UNIT}: not running -> started").strip()
+    service = plan_service_started_by(facts, UNIT, HANDLER)
     actions.append(service)
     return actions
 
 
-WAIT_SCRIPT = """import sys, time, urllib.request
-url, limit = sys.argv[1], float(sys.argv[2])
-deadline, last = time.time() + limit, None
-while time.time() < deadline:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as r:
-            sys.stdout.write(r.read().decode()[:500])
-            sys.exit(0)
-    except Exception as exc:
-        last = exc
-        time.sleep(0.3)
-sys.stderr.write("no answer from %s after %.0fs: %s\\n" % (url, limit, last))
-sys.exit(1)
-"""
-
-
 def wait_for_api(run: HostRun, limit: float = 90) -> bool:
-    res = run.run(["python3", "-c", WAIT_SCRIPT, hub_api_url(run.vars), str(limit)],
-                  check=False, timeout=limit + 30, step=HANDLER)
-    return res.rc == 0
+    return wait_for_url(run, hub_api_url(run.vars), limit, step=HANDLER).rc == 0
 
 
 def restart_hub(run: HostRun) -> None:

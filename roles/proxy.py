@@ -24,7 +24,7 @@ from provision.steps import (
     plan_group,
     plan_npm,
     plan_secret,
-    plan_service,
+    plan_service_started_by,
     plan_unit,
 )
 from provision.variables import Var
@@ -127,11 +127,7 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
                              notify=("restart proxy",)))
     # Enable here; starting is the handler's job, so a stopped or crashed proxy is
     # (re)started once, after everything it depends on is in place.
-    service = plan_service(facts, UNIT, running=None)
-    if facts.unit(UNIT).get("ActiveState") != "active":
-        service.ops.append(Command(["true"], display=f"{UNIT} is not running: start it"))
-        service.notify = ("restart proxy",)
-        service.diff = (service.diff + f"\n~ {UNIT}: not running -> started").strip()
+    service = plan_service_started_by(facts, UNIT, "restart proxy")
     actions.append(service)
     return actions
 

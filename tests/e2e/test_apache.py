@@ -26,7 +26,7 @@ import websocket
 import yaml
 
 from provision import lab
-from provision.hubclient import HubClient, HubError, _NoRedirect
+from provision.hubclient import HubClient, HubError, pinned_context
 from roles import apache
 
 from e2e_support import invoke, main_pid, make_inventory, provision_json, sh
@@ -84,35 +84,15 @@ def url(lab3: lab.LabHost, scheme: str) -> str:
 
 
 # ----------------------------------------------------------------------- the client
-class NamedContext(ssl.SSLContext):
-    """Verifies the server's certificate for ``server_name`` while connecting to an
-    address (127.0.0.1) that is not that name: lab3 is reached through a port forward."""
-
-    server_name = HOST
-
-    def wrap_socket(self, sock, *args, server_hostname=None, **kwargs):  # noqa: ANN001, ANN002, ANN003
-        return super().wrap_socket(sock, *args, server_hostname=self.server_name, **kwargs)
-
-
-def pinned_context(pem: str) -> NamedContext:
-    """Trusts exactly this certificate (read from the host over SSH, whose host key the
-    lab checks) and checks the name in it: full verification, no CA needed."""
-    ctx = NamedContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(cadata=pem)
-    return ctx
+def pinned(pem: str) -> ssl.SSLContext:
+    return pinned_context(pem, HOST)
 
 
 class Client(HubClient):
     """HubClient, over HTTPS with a given SSL context when one is given."""
 
     def __init__(self, base: str, context: ssl.SSLContext | None = None) -> None:
-        super().__init__(base, timeout=30)
-        self.context = context
-        if context is not None:
-            cookies = urllib.request.HTTPCookieProcessor(self.jar)
-            https = urllib.request.HTTPSHandler(context=context)
-            self.opener = urllib.request.build_opener(cookies, https)
-            self.plain = urllib.request.build_opener(cookies, https, _NoRedirect)
+        super().__init__(base, timeout=30, context=context)
 
     def xsrf_for(self, path: str) -> str:
         """The _xsrf cookie a browser sends with ``path`` (the hub and each user's server
@@ -237,11 +217,17 @@ def test_site_change_reloads_apache_once_and_restarts_nothing(converged, inv, re
 
 
 def verify(inv, tmp_path) -> str:
-    """`invoke verify` on lab3 must pass; returns its JUnit report (names what ran)."""
+    """`invoke verify --smoke` on lab3 must pass (the smoke test logs in through Apache);
+    returns its JUnit report (names what ran)."""
     junit = tmp_path / "junit.xml"
-    proc = invoke("verify", "--hosts", HOST, "--inventory", str(inv), "--junit", str(junit))
+    pw = tmp_path / "smoke.pw"
+    pw.write_text(PASSWORD + "\n")
+    proc = invoke("verify", "--hosts", HOST, "--inventory", str(inv), "--junit", str(junit),
+                  "--smoke", USER, "--password-file", str(pw))
     assert proc.returncode == 0, proc.stdout[-3000:]
-    return junit.read_text()
+    xml = junit.read_text()
+    assert "test_smoke_login_spawn_lab" in xml
+    return xml
 
 
 def test_verify_passes_over_http(converged, inv, tmp_path):
@@ -284,7 +270,7 @@ def test_http_redirects_to_https(tls, lab3):
 
 def test_https_login_spawn_lab_and_kernel_websocket(tls, lab3):
     _, pem = tls
-    client = Client(url(lab3, "https"), pinned_context(pem))
+    client = Client(url(lab3, "https"), pinned(pem))
     assert client.api_version() == "6.1.1"
     assert lab_and_kernel(client) == "2"
 

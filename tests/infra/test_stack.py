@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from provision.hubclient import HubClient
-from roles import jupyterhub, nodejs, proxy
+from provision.hubclient import HubClient, pinned_context
+from roles import apache, jupyterhub, nodejs, proxy
 from roles._common import hub_api_url, hub_urls
 
 
@@ -136,18 +136,30 @@ def test_hub_api_answers(host, hv):
     assert out.rc == 0, f"through the proxy, {public} did not answer: {out.stderr.strip()}"
 
 
-def hub_url_from_here(hv: dict) -> str:
-    """How this machine reaches the host's hub (lab hosts: their forwarded port)."""
+def hub_client_from_here(host, hv: dict) -> HubClient:
+    """How this machine reaches the host's hub: through Apache when it is on (HTTPS
+    verified against the host's own certificate), else the proxy's public port; lab hosts
+    through their forwarded 127.0.0.1 ports."""
     base = hub_urls(hv).base_url
     ports = hv.get("lab_ports") or {}
-    if ports.get("hub"):
-        return f"http://127.0.0.1:{ports['hub']}{base}"
-    return f"http://{hv.get('ansible_host') or hv['inventory_hostname']}:{hub_urls(hv).port}{base}"
+    address = "127.0.0.1" if ports else (hv.get("ansible_host") or hv["inventory_hostname"])
+    if not hv.get("apache_enabled"):
+        port = ports.get("hub") or hub_urls(hv).port
+        return HubClient(f"http://{address}:{port}{base}", timeout=30)
+    s = apache.site(hv)
+    if s.tls == "off":
+        return HubClient(f"http://{address}:{ports.get('http') or s.http_port}{base}",
+                         timeout=30)
+    context = None
+    if s.tls == "selfsigned":
+        context = pinned_context(host.file(s.cert).content_string, s.server_name)
+    return HubClient(f"https://{address}:{ports.get('https') or s.https_port}{base}",
+                     timeout=30, context=context)
 
 
-def test_smoke_login_spawn_lab(hv, request):
+def test_smoke_login_spawn_lab(host, hv, request):
     user = request.config.getoption("smoke")  # collected only with --smoke (conftest)
     pw_file = request.config.getoption("password_file")
     password = Path(pw_file).read_text().splitlines()[0] if pw_file else ""
-    client = HubClient(hub_url_from_here(hv), timeout=30)
+    client = hub_client_from_here(host, hv)
     client.smoke(user, password)
