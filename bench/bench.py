@@ -5,7 +5,10 @@ and 2 hosts a no-op of the full stack; plus `add-user` on 2 converged hosts. Tim
 the whole command (`invoke ...` as a sysadmin types it, Python start included), best and
 median of --repeat runs. Needs root (it boots lab hosts with `invoke lab.up`).
 
-    .venv/bin/python bench/bench.py [--repeat 5] [--max-hosts 10]
+    .venv/bin/python bench/bench.py [--repeat 5] [--max-hosts 10] [--fresh]
+
+With --fresh it also boots 4 more hosts and compares a fresh install of the full stack on
+2 of them with the bare install commands typed by hand on the other 2 (both in parallel).
 
 Measures; asserts nothing (tests never time things).
 """
@@ -67,10 +70,46 @@ def measure(label: str, args: list[str], repeat: int, tmp: Path) -> dict:
     return row
 
 
+BARE = ("set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null; "
+        "apt-get install -y -q nodejs npm python3-venv >/dev/null; "
+        "python3 -m venv /opt/bare; /opt/bare/bin/pip install -q jupyterhub jupyterlab notebook; "
+        "npm install -g --no-fund --no-audit configurable-http-proxy >/dev/null 2>&1")
+
+
+def fresh(first: int, tmp: Path, inv: str) -> list[dict]:
+    """A fresh install by us vs the bare commands by hand, 2 new hosts each, in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ours = [f"lab{first}", f"lab{first + 1}"]
+    bare = [f"lab{first + 2}", f"lab{first + 3}"]
+    lab.up(first + 3)
+    (Path(inv) / "lab.yml").write_text((REPO / "inventory" / "lab.yml").read_text())
+    try:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda h: lab.run_ssh(h, BARE, timeout=1800), bare))
+        by_hand = time.perf_counter() - start
+        if any(r.returncode for r in results):
+            sys.exit(f"bench: the bare install failed: {results[0].stderr[-2000:]}")
+        wall, _ = run(["provision", "--hosts", ",".join(ours), "--inventory", inv],
+                      tmp / "fresh.json")
+    finally:
+        lab.down(ours + bare)
+    rows = [{"scenario": "fresh install, 2 hosts, bare commands by hand",
+             "best_s": round(by_hand, 1)},
+            {"scenario": "fresh install, 2 hosts, invoke provision", "best_s": round(wall, 1),
+             "ratio_to_bare": round(wall / by_hand, 2)}]
+    for row in rows:
+        extra = f"  ({row['ratio_to_bare']}x the bare commands)" if "ratio_to_bare" in row else ""
+        print(f"{row['scenario']:<50} {row['best_s']:6.1f}s{extra}", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--max-hosts", type=int, default=10)
+    ap.add_argument("--fresh", action="store_true", help="also time a fresh install")
     opts = ap.parse_args()
     started = time.perf_counter()
     lab.up(opts.max_hosts)
@@ -100,6 +139,8 @@ def main() -> None:
         print(f"{row['scenario']:<42} best {row['best_s']:6.3f}s  median "
               f"{row['median_s']:6.3f}s", flush=True)
         rows.append(row)
+        if opts.fresh:
+            rows += fresh(opts.max_hosts + 1, tmp, inv)
         # Leave the hosts as they were: the bench users go away again.
         import yaml
 

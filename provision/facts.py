@@ -18,6 +18,8 @@ from typing import Any
 from .errors import ProvisionError
 from .transport import Transport
 
+COLLECTOR_ARGV = ["python3", "-I", "-S", "-"]
+
 UNIT_PROPS = (
     "Id", "LoadState", "ActiveState", "SubState", "UnitFileState", "MainPID",
     "NeedDaemonReload", "FragmentPath", "ExecMainStartTimestampMonotonic",
@@ -261,7 +263,9 @@ def collector_source() -> str:
 def gather(transport: Transport, request: FactRequest) -> Facts:
     """Read everything ``request`` names from the host in one round trip."""
     program = collector_source() + f"\nmain(json.loads({request.to_json()!r}))\n"
-    result = transport.run(["python3", "-"], stdin=program.encode(), check=False,
+    # -I -S: no site packages or environment: a third of the start-up time, and nothing
+    # on the host (PYTHONPATH, sitecustomize) can change what the collector runs.
+    result = transport.run(COLLECTOR_ARGV, stdin=program.encode(), check=False,
                            step="gather facts", display="python3 - (fact collector)")
     if result.rc != 0:
         hint = ""

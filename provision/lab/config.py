@@ -64,7 +64,7 @@ PACKAGES: tuple[str, ...] = (
 )
 # Bump whenever image.py changes what it does to the tree: the cache key includes it, so
 # every machine rebuilds its base instead of booting a stale one.
-SETUP_VERSION = 2
+SETUP_VERSION = 3
 
 # Files of this machine copied into the image so the hosts reach the same package mirror
 # (a dated snapshot, hence the Check-Valid-Until setting) through the same TLS proxy.

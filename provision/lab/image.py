@@ -41,7 +41,10 @@ NPMRC = "cafile=/etc/ssl/certs/ca-certificates.crt\n"
 FSTAB = "# The root file system is set up by systemd-nspawn: no entries here.\n"
 # Units that must not run in a lab host. The apt timers would take the dpkg lock in the
 # middle of a provisioning run.
-MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer")
+# user@.service: a per-user systemd for each SSH login costs inotify instances, which are
+# counted per uid across all hosts of the machine (fs.inotify.max_user_instances, often
+# 128): with a dozen hosts, logins start failing and systemd says "degraded".
+MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer", "user@.service")
 
 
 def signed_by_keyrings(sources_text: str) -> list[Path]:

@@ -6,11 +6,13 @@ Helpers live beside the tests (``hostmodel``: modelled hosts answering fact requ
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
 import pytest
 
+from provision.facts import COLLECTOR_ARGV
 from provision.transport import LocalTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -23,7 +25,7 @@ def read_only_local_transport(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def guarded(self: LocalTransport, command: str, stdin: bytes | None,
                 timeout: float | None):
-        if command != "python3 -":
+        if command != shlex.join(COLLECTOR_ARGV):
             raise AssertionError(f"a unit test tried to run {command!r} on this machine")
         return real(self, command, stdin, timeout)
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from provision.config import all_variables, defaults, validate_host
 from provision.facts import (
+    COLLECTOR_ARGV,
     FactRequest,
     Facts,
     collector_source,
@@ -215,7 +216,7 @@ class HostState:
         command succeeds unless ``fail(argv)`` returns an (rc, out, err)."""
 
         def respond(argv: list[str], stdin: bytes | None) -> tuple[int, str, str]:
-            if argv == ["python3", "-"]:
+            if argv == COLLECTOR_ARGV:
                 return 0, self.collect(request_from_program(stdin or b"")), ""
             if fail:
                 answer = fail(argv)

@@ -18,6 +18,7 @@ import pytest
 from hostmodel import CAPTURED, HostState
 from provision.errors import ProvisionError
 from provision.facts import (
+    COLLECTOR_ARGV,
     FactRequest,
     collector_source,
     gather,
@@ -263,7 +264,7 @@ def local_collection(tmp_path_factory):
     )
     program = collector_source() + f"\nmain(json.loads({req.to_json()!r}))\n"
     transport = LocalTransport("here")
-    result = transport.run(["python3", "-"], stdin=program.encode(), check=True)
+    result = transport.run(COLLECTOR_ARGV, stdin=program.encode(), check=True)
     return {"dir": d, "out": result.out, "raw": json.loads(result.out),
             "wanted_hash": wanted_hash, "request": req}
 

@@ -17,7 +17,9 @@ from provision.runner import PENDING_DIR, pending_marker, run
 from provision.transport import PUT_SCRIPT, FakeTransport, Transport
 from roles import jupyterhub, proxy
 
-GATHER = ["python3", "-"]
+from provision.facts import COLLECTOR_ARGV  # noqa: E402
+
+GATHER = COLLECTOR_ARGV
 Fail = Callable[[list[str]], tuple[int, str, str] | None]
 
 
