@@ -31,3 +31,21 @@ def lab_hosts() -> Iterator[list[lab.LabHost]]:
         left = {name: lab.leftovers(name) for name in booted}
         if any(left.values()):
             raise AssertionError(f"lab.down left traces behind: {left}")
+
+
+@pytest.fixture(scope="module")
+def lab3(lab_hosts) -> Iterator[lab.LabHost]:
+    """lab3, for a module that needs a host of its own: booted if it is not running, and
+    taken down at the end of the module only if booted here (so the next module that asks
+    gets a fresh one).
+
+    It depends on ``lab_hosts`` so that lab1 and lab2, which ``lab.up(3)`` would otherwise
+    boot when they are down, stay owned by the session fixture that takes them down."""
+    before = {h.name for h in lab.status() if h.state == "running"}
+    host = next(h for h in lab.up(3) if h.name == "lab3")
+    yield host
+    if "lab3" not in before and os.environ.get("LAB_KEEP") != "1":
+        lab.down(["lab3"])
+        left = lab.leftovers("lab3")
+        if left:
+            raise AssertionError(f"lab.down left traces behind: {left}")

@@ -11,14 +11,12 @@ The lab forwards lab3's ports 80 and 443 to 127.0.0.1:28103 and 28203.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import ssl
 import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -36,19 +34,6 @@ HOST = "lab3"
 USER, UID, PASSWORD = "erin", "2301", "apache-e2e-pw-erin"
 BASE = "/jhub/"
 HOST_VARS = {"jupyterhub_base_url": BASE, "apache_enabled": True}
-
-
-@pytest.fixture(scope="module")
-def lab3(lab_hosts) -> Iterator[lab.LabHost]:
-    """lab3, booted if it is not running, and taken down at the end only if booted here.
-
-    It depends on ``lab_hosts`` so that lab1 and lab2, which ``lab.up(3)`` would otherwise
-    boot when they are down, stay owned by the session fixture that takes them down."""
-    before = {h.name for h in lab.status() if h.state == "running"}
-    host = next(h for h in lab.up(3) if h.name == HOST)
-    yield host
-    if HOST not in before and os.environ.get("LAB_KEEP") != "1":
-        lab.down([HOST])
 
 
 @pytest.fixture(scope="module")
