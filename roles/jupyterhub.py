@@ -7,6 +7,8 @@ with the hub's own config loader before it replaces the old one; the old one is 
 ``.prev``. The hub is restarted only when its config, unit, environment or packages
 changed; after a (re)start the handler waits for ``/hub/api`` and, if it never answers,
 puts the previous config back, restarts, and fails the host with the hub's log tail.
+A ``jhprovision`` hub service, whose token is made on the host, lets the users role end
+a locked or removed user's server and session.
 """
 
 from __future__ import annotations
@@ -95,6 +97,10 @@ VARIABLES = [
 ]
 
 UNIT = "jupyterhub.service"
+# The token of the "jhprovision" hub service (admin:users, admin:servers), used on the host
+# itself to stop a locked or removed user's server and end their hub session.
+API_ENV_FILE = "/etc/jupyterhub/jhprovision-api.env"
+API_SERVICE = "jhprovision"
 UNIT_PATH = f"/etc/systemd/system/{UNIT}"
 HANDLER = "restart jupyterhub"
 
@@ -157,6 +163,7 @@ def render_config(v: dict[str, Any]) -> str:
         cookie_secret_file=secret_path(v),
         db_url=f"sqlite:///{v['jupyterhub_state_dir']}/jupyterhub.sqlite",
         singleuser_cmd=f"{v['jupyterhub_venv']}/bin/jupyterhub-singleuser",
+        api_service=API_SERVICE,
         allowed_groups={v["users_hub_group"], *v["jupyterhub_allowed_groups"]},
         admin_groups=set(admin_groups),
         jupyterhub_admin_users=set(v["jupyterhub_admin_users"]),
@@ -173,7 +180,8 @@ def render_config(v: dict[str, Any]) -> str:
 
 def render_unit(v: dict[str, Any]) -> str:
     return render("jupyterhub/jupyterhub.service.j2", dict(
-        v, proxy_unit=PROXY_UNIT, proxy_env_file=ENV_FILE, config_file=config_path(v)))
+        v, proxy_unit=PROXY_UNIT, proxy_env_file=ENV_FILE, api_env_file=API_ENV_FILE,
+        config_file=config_path(v)))
 
 
 def facts(v: dict[str, Any]) -> FactRequest:
@@ -182,7 +190,7 @@ def facts(v: dict[str, Any]) -> FactRequest:
         venvs={v["jupyterhub_venv"]},
         files={v["jupyterhub_config_dir"], v["jupyterhub_state_dir"]},
         content={config_path(v), UNIT_PATH},
-        secret={secret_path(v)},
+        secret={secret_path(v), API_ENV_FILE},
         units={UNIT},
     )
     nb = v["jupyterhub_notebook_dir"]
@@ -219,6 +227,7 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
         plan_directory(facts, v["jupyterhub_config_dir"], mode="0755"),
         plan_directory(facts, v["jupyterhub_state_dir"], mode="0700"),
         plan_secret(facts, secret_path(v), notify=(HANDLER,)),
+        plan_secret(facts, API_ENV_FILE, prefix="JHPROVISION_API_TOKEN=", notify=(HANDLER,)),
     ]
     cfg = plan_file(facts, config_path(v), config, mode="0644", validate=list(loader),
                     notify=(HANDLER,))

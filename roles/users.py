@@ -15,7 +15,7 @@ from provision.steps import (Action, Command, Refuse, plan_directory, plan_file,
                              plan_user)
 from provision.variables import Var, check_username
 
-from ._common import USER_KEYS, USER_STATES, user_spec, users
+from ._common import USER_KEYS, USER_STATES, hub_api_url, user_spec, users
 
 NAME = "users"
 
@@ -109,6 +109,49 @@ def check(v: dict[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
+# Ends a user's access on the host: through the hub's API (server stopped, hub user
+# forgotten, so their cookies stop working; the token never leaves the host), then every
+# process of theirs (terminals, kernels, sudo sessions). A hub that is not there or does
+# not answer is no reason to keep a locked user's processes: the warning says so.
+END_SESSION = r"""set -u
+user=$1 api=$2 envfile=$3
+if [ -r "$envfile" ]; then
+  python3 -I -S - "$user" "$api" "$envfile" <<'PY' \
+    || echo "warning: the hub did not end $user's session" >&2
+import sys, urllib.error, urllib.request
+user, api, envfile = sys.argv[1:4]
+token = [line.split("=", 1)[1].strip() for line in open(envfile)
+         if line.startswith("JHPROVISION_API_TOKEN=")][0]
+req = urllib.request.Request("%s/users/%s" % (api, user), method="DELETE",
+                             headers={"Authorization": "token " + token})
+try:
+    urllib.request.urlopen(req, timeout=60)
+except urllib.error.HTTPError as exc:
+    if exc.code != 404:
+        raise
+PY
+fi
+pkill -TERM -u "$user" 2>/dev/null
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+  pgrep -u "$user" >/dev/null || exit 0
+  sleep 0.5
+done
+pkill -KILL -u "$user" 2>/dev/null
+sleep 0.5
+exit 0
+"""
+
+
+def end_session(v: dict[str, Any], name: str) -> Action:
+    """Stop ``name``'s notebook server, end their hub session and their processes."""
+    from .jupyterhub import API_ENV_FILE
+
+    return Action(f"end {name}'s session", ops=[Command(
+        ["sh", "-c", END_SESSION, "sh", name, hub_api_url(v), API_ENV_FILE],
+        display=f"end {name}'s session: hub server and login, then processes",
+        timeout=120)], diff=f"- {name}: running server, hub session and processes ended")
+
+
 def _home(facts: Facts, u: dict[str, Any]) -> str:
     cur = facts.users.get(u["name"])
     return cur.home if cur else f"/home/{u['name']}"
@@ -142,6 +185,10 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
             continue
         if not u["uid_given"]:
             spec.uid = cur.uid if cur else u["uid"]  # keep an existing account's uid
+        locked = facts.shadow.get(u["name"], {}).get("expire") == "1"
+        if cur is not None and (u["state"] == "absent" or (u["state"] == "locked"
+                                                           and not locked)):
+            actions.append(end_session(v, u["name"]))
         actions.append(plan_user(facts, spec, purge=True))
         if u["state"] == "absent":
             continue

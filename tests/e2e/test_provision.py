@@ -149,3 +149,26 @@ def test_remove_user_locks_then_purges(converged, inv, lab_hosts):
     assert sh("lab1", "getent passwd carol", check=False) == ""
     assert sh("lab1", "test -s /var/backups/jhprovision/carol-home.tar.gz && echo yes") \
         .strip() == "yes"
+
+
+def test_locking_a_user_ends_their_server_and_session(converged, inv, lab_hosts, tmp_path):
+    pw = tmp_path / "henry.pw"
+    pw.write_text("henry-pw-77\n")
+    invoke("add-user", "henry", "--password-file", str(pw), "--hosts", HOSTS, "--inventory",
+           str(inv), check=True)
+    client = hub("lab1", lab_hosts)
+    client.login("henry", "henry-pw-77")
+    client.start_server("henry")
+    assert sh("lab1", "pgrep -u henry -f jupyterhub-singleuser").strip()
+    proc = invoke("remove-user", "henry", "--hosts", HOSTS, "--inventory", str(inv),
+                  check=True)
+    assert "end henry's session" in proc.stdout
+    assert sh("lab1", "pgrep -u henry || true").strip() == ""
+    # The browser session that was logged in no longer works, and a new login is refused.
+    assert client.request("hub/api/user").status in (401, 403)
+    with pytest.raises(HubError, match="refused"):
+        hub("lab1", lab_hosts).login("henry", "henry-pw-77")
+    # Purging a user whose server had been running works too.
+    invoke("remove-user", "henry", "--purge", "--hosts", HOSTS, "--inventory", str(inv),
+           check=True)
+    assert sh("lab1", "getent passwd henry", check=False) == ""

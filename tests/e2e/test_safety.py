@@ -223,6 +223,8 @@ def test_secrets_never_leak(base, tmp_path):
         "cookie": sh("lab1", "cat /var/lib/jupyterhub/jupyterhub_cookie_secret").strip(),
         "token": sh("lab1", "cat /etc/jupyterhub/proxy.env").strip().split("=", 1)[1],
         "hash": sh("lab1", "getent shadow eve | cut -d: -f2").strip(),
+        "api token": sh("lab1", "cat /etc/jupyterhub/jhprovision-api.env").strip()
+        .split("=", 1)[1],
     }
     assert all(len(v) > 20 for v in secrets.values())
     outputs = []

@@ -77,9 +77,10 @@ def test_proxy_unit(host, hv, hfacts):
     _check_file(host, proxy.UNIT_PATH, mode=0o644, content=want)
 
 
-@pytest.mark.parametrize("which", ["proxy token", "cookie secret"])
+@pytest.mark.parametrize("which", ["proxy token", "cookie secret", "provisioner API token"])
 def test_secret(host, hv, which):
-    path = proxy.ENV_FILE if which == "proxy token" else jupyterhub.secret_path(hv)
+    path = {"proxy token": proxy.ENV_FILE, "cookie secret": jupyterhub.secret_path(hv),
+            "provisioner API token": jupyterhub.API_ENV_FILE}[which]
     f = host.file(path)
     assert f.exists, f"{path} missing"
     # Only metadata: a secret's content is never read into test output.

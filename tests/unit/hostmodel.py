@@ -337,6 +337,7 @@ def converged(v: dict[str, Any]) -> HostState:
     st.add_dir(v["jupyterhub_config_dir"])
     st.add_dir(v["jupyterhub_state_dir"], "0700")
     st.add_file(jupyterhub.secret_path(v), "cd" * 32 + "\n", "0600")
+    st.add_file(jupyterhub.API_ENV_FILE, "JHPROVISION_API_TOKEN=" + "ef" * 32 + "\n", "0600")
     st.add_file(jupyterhub.config_path(v), jupyterhub.render_config(v))
     nb = v["jupyterhub_notebook_dir"]
     if nb and nb.startswith("~/"):

@@ -196,7 +196,7 @@ def test_jupyterhub_on_fresh_host():
     assert names(actions) == [
         "apt python3-venv", "jupyterhub packages", "directory /etc/jupyterhub",
         "directory /var/lib/jupyterhub", "secret /var/lib/jupyterhub/jupyterhub_cookie_secret",
-        "file /etc/jupyterhub/jupyterhub_config.py",
+        f"secret {jupyterhub.API_ENV_FILE}", "file /etc/jupyterhub/jupyterhub_config.py",
         "directory /home/alice/notebooks", "directory /home/bob/notebooks",
         f"unit {jupyterhub.UNIT}", f"service {jupyterhub.UNIT}",
     ]
@@ -241,15 +241,23 @@ def test_adding_a_user_does_not_touch_the_hub():
         "user erin", "directory /home/erin", "group jupyterhub-users"]
 
 
-def test_locking_a_user_removes_hub_membership_only():
+def test_locking_a_user_ends_their_session_then_locks_and_drops_hub_membership():
     host = converged(inventory_vars())
     v = inventory_vars()
     v["users"][1]["state"] = "locked"  # bob
     actions = [a for a in plan_role("users", v, host) if a.changed]
-    assert [(a.name, argvs(a)) for a in actions] == [
+    end = actions[0]
+    assert end.name == "end bob's session"
+    argv = end.ops[0].argv
+    assert argv[:2] == ["sh", "-c"] and argv[3:] == [
+        "sh", "bob", "http://127.0.0.1:8081/hub/api", jupyterhub.API_ENV_FILE]
+    assert [(a.name, argvs(a)) for a in actions[1:]] == [
         ("user bob", [["usermod", "--lock", "--expiredate", "1", "--", "bob"]]),
         ("group jupyterhub-users", [["gpasswd", "--delete", "bob", "jupyterhub-users"]]),
     ]
+    # Once locked, nothing more: the session is ended once, on the transition.
+    host.add_user("bob", 2001, expire="1")
+    assert not [a for a in plan_role("users", v, host) if a.changed and "session" in a.name]
 
 
 def test_hub_not_running_is_started_by_the_handler():

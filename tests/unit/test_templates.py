@@ -165,7 +165,7 @@ def test_hub_unit_has_its_hardening_and_runs_the_rendered_config():
     for key in ("NoNewPrivileges", "ProtectHome", "ProtectSystem", "PrivateTmp"):
         assert key not in d
     assert d["KillMode"] == ["process"]
-    assert d["EnvironmentFile"] == [proxy.ENV_FILE]
+    assert d["EnvironmentFile"] == [proxy.ENV_FILE, jupyterhub.API_ENV_FILE]
     assert d["ExecStart"] == [
         '/opt/jupyterhub/bin/jupyterhub --config="/etc/jupyterhub/jupyterhub_config.py"']
     assert proxy.UNIT in d["After"][0] and proxy.UNIT in d["Wants"][0]
