@@ -81,6 +81,8 @@ def add_user(c, name, admin=False, hosts="all", password_file=None, uid=None, ke
              inventory=None, check=False, diff=False, json=None):
     """Add (or update) a lab user: records it in the inventory, then converges the hosts.
 
+    The user is recorded for every host (group_vars/all/users.yml); --hosts limits which
+    hosts are converged now, the others get the user at their next provision.
     Running notebook servers of other users are not touched and the hub is not restarted.
     Example: invoke add-user alice --admin --password-file alice.pw
     """
