@@ -238,8 +238,7 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
     actions.append(cfg)
     actions.extend(_notebook_dirs(v, facts))
     actions.append(plan_unit(facts, UNIT_PATH, render_unit(v), notify=(HANDLER,)))
-    service = plan_service_started_by(facts, UNIT, HANDLER)
-    actions.append(service)
+    actions.append(plan_service_started_by(facts, UNIT, HANDLER))
     return actions
 
 

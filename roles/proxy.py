@@ -125,10 +125,7 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
     actions.append(plan_unit(facts, UNIT_PATH, render("proxy/configurable-http-proxy.service.j2",
                                                       unit_context(v, facts)),
                              notify=("restart proxy",)))
-    # Enable here; starting is the handler's job, so a stopped or crashed proxy is
-    # (re)started once, after everything it depends on is in place.
-    service = plan_service_started_by(facts, UNIT, "restart proxy")
-    actions.append(service)
+    actions.append(plan_service_started_by(facts, UNIT, "restart proxy"))
     return actions
 
 
