@@ -52,7 +52,8 @@ def _guard(fn):
 )
 def provision(c, hosts="all", inventory=None, check=False, diff=False, forks=10, var=None,
               json=None, retry_failed=False, verbose=False, roles=None):
-    """Converge hosts to the inventory: users, wheel, Node.js, proxy, JupyterHub (idempotent).
+    """Converge hosts to the inventory: users, wheel, Node.js, proxy, JupyterHub, Apache
+    (when enabled). Idempotent: a second run changes nothing and says so.
 
     Example: invoke provision --hosts lab1,lab2 --check
     """
@@ -72,7 +73,8 @@ def provision(c, hosts="all", inventory=None, check=False, diff=False, forks=10,
         "admin": "Make the user an administrator (wheel group: sudo and JupyterHub admin).",
         "password-file": "Read the password from this file ('-' for stdin). Without it, you "
                          "are prompted (on a terminal). Only a hash is stored.",
-        "uid": "Fixed uid (default: the next free one from 2000, the same on every host).",
+        "uid": "Fixed uid (default: the next free one from users_uid_min, the same on every "
+               "host).",
         "key": "An SSH public key for the user's authorized_keys (repeatable).",
     },
     iterable=["key"],

@@ -89,13 +89,25 @@ def hash_password(password: str) -> str:
     return proc.stdout.strip()
 
 
-def _next_uid(inv: Inventory, minimum: int) -> int:
-    used = set()
+def _next_uid(inv: Inventory) -> int:
+    """The first uid from users_uid_min that no inventory user has on any host (counting
+    the uids given to users listed without one)."""
+    from roles._common import users
+
+    from .config import all_variables, defaults
+    from .role import load_roles
+
+    base = defaults(all_variables(load_roles()))
+    used: set[int] = set()
+    minimum = None
     for name in inv.hosts:
-        for u in inv.resolve(name, {}).vars.get("users") or []:
-            if isinstance(u, dict) and isinstance(u.get("uid"), int):
-                used.add(u["uid"])
-    uid = minimum
+        v = inv.resolve(name, base).vars
+        minimum = v.get("users_uid_min", 2000) if minimum is None else minimum
+        try:
+            used |= {u["uid"] for u in users(v)}
+        except (TypeError, KeyError, AttributeError):
+            continue  # a malformed users list: validation reports it next
+    uid = minimum if isinstance(minimum, int) else 2000
     while uid in used:
         uid += 1
     return uid
@@ -121,7 +133,7 @@ def change_user(name: str, fields: dict[str, Any], *, hosts: str, inventory: str
                          if isinstance(u, dict) and u.get("name") == name), None) \
             if inv.hosts else None
         if not existing or "uid" not in existing:
-            fields = {**fields, "uid": _next_uid(inv, 2000)}
+            fields = {**fields, "uid": _next_uid(inv)}
     update_user(path, name, fields, create=create)
     try:
         cfg = load_run(inventory, hosts)

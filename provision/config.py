@@ -104,7 +104,7 @@ def validate_host(host: Host, variables: dict[str, Var], roles: list[ModuleType]
         why = check_value(var, value)
         if why:
             problems.append(f"{host.origin(name)}: {why}")
-    bad = {p.split(": unknown variable ")[0] for p in problems}
+    type_problems = bool(problems)
     for role in roles:
         check = getattr(role, "check", None)
         if not check:
@@ -113,7 +113,7 @@ def validate_host(host: Host, variables: dict[str, Var], roles: list[ModuleType]
             found = check(host.vars)
         except (TypeError, ValueError, KeyError, AttributeError, IndexError):
             # A variable this rule reads has the wrong type: already reported above.
-            if not bad:
+            if not type_problems:
                 raise
             continue
         for key, why in found:

@@ -7,7 +7,7 @@ written by ``invoke lab.up`` joins the hand-written ``hosts.yml``), and ``group_
 
 Variable precedence, lowest first (written down once, here and in docs/inventory.md):
 
-1. role defaults (``roles/*/__init__.py``, ``VARIABLES``);
+1. role defaults (``VARIABLES`` in each ``roles/<name>.py``);
 2. group variables: ``all``, then parent groups before child groups; within one level,
    inventory-file ``vars:`` before ``group_vars/<group>``;
 3. host variables: inventory-file host entries, then ``host_vars/<host>``;

@@ -1,14 +1,13 @@
 """Jinja2 rendering of ``templates/<role>/<file>.j2`` with StrictUndefined.
 
 Values from the inventory reach Python files through the ``py`` filter (a Python literal,
-never pasted raw) and shell or systemd lines through ``sh`` (``shlex.quote``). A template
-error names the template file and line.
+never pasted raw) and systemd ExecStart= lines through ``systemd_arg``. A template error
+names the template file and line.
 """
 
 from __future__ import annotations
 
 import math
-import shlex
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -62,7 +61,6 @@ def environment(root: str = str(TEMPLATES)) -> jinja2.Environment:
         autoescape=False,  # noqa: S701 - renders config files, not HTML
     )
     env.filters["py"] = py_literal
-    env.filters["sh"] = lambda v: shlex.quote(str(v))
     env.filters["systemd_arg"] = systemd_escape_arg
     return env
 

@@ -8,7 +8,8 @@ A role is a module in ``roles/`` exposing:
 - ``facts(v) -> FactRequest``: what it needs to read from the host;
 - ``plan(v, facts) -> list[Action]``: what it ensures, in order;
 - ``HANDLERS``: list of ``Handler``, run once at the end when an action notified them;
-- ``check(v) -> list[str]`` (optional): cross-variable problems, found before connecting.
+- ``check(v) -> list[tuple[str, str]]`` (optional): (key, problem) pairs between
+  variables, found before connecting.
 
 Roles hold no SSH code: the runner gathers facts, runs the ops and the handlers.
 """

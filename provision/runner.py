@@ -64,6 +64,7 @@ class HostRun:
         self.report = HostReport(host.name)
         #: handlers due in this run (a handler may skip work another one will do)
         self.notified: set[str] = set()
+        self._marked: set[str] = set()  # pending markers already written in this run
 
     def run(self, argv: Sequence[str], **kw: Any) -> Result:
         return self.transport.run(argv, **kw)
@@ -94,15 +95,17 @@ class HostRun:
             threading.Thread(target=self._heartbeat, args=(f"{role}: {action.name}", stop,
                                                            start), daemon=True).start()
         try:
-            for name in action.notify:
+            for name in set(action.notify) - self._marked:
                 # Remember the handler on the host first: if this run dies before handlers
                 # run, the next run still restarts what this change needs restarted.
                 self.transport.run(["sh", "-c", 'mkdir -p -m 0700 "$1" && : > "$2"', "sh",
                                     PENDING_DIR, pending_marker(name)], step=action.name)
+                self._marked.add(name)
             for op in action.ops:
                 if isinstance(op, Upload):
                     self.transport.put(op.content, op.path, mode=op.mode, owner=op.owner,
-                                       group=op.group, validate=op.validate, step=action.name)
+                                       group=op.group, validate=op.validate, step=action.name,
+                                       run_as=op.run_as)
                 else:
                     self.transport.run(op.argv, stdin=op.stdin, timeout=op.timeout,
                                        step=action.name, display=op.display)
@@ -142,7 +145,10 @@ def converge_host(host: Host, roles: list[ModuleType], *, check: bool, display: 
         if not rep.unreachable:
             rep.steps.append(StepResult("engine", "connect", "failed", error={
                 "message": rep.error, "command": None, "rc": None, "stderr": ""}))
-        display.unreachable(host.name, rep.error)
+        if rep.unreachable:
+            display.unreachable(host.name, rep.error)
+        else:
+            display.host_failed(host.name, rep.error)
         rep.duration = time.monotonic() - start
         return rep
     hr = HostRun(host, transport, check=check, display=display, cancel=cancel)
@@ -157,7 +163,8 @@ def converge_host(host: Host, roles: list[ModuleType], *, check: bool, display: 
         for role in active:
             request.merge(role.facts(host.vars))
         facts: Facts = gather(transport, request)
-        notified = {h.name for _, h in handlers if facts.file(pending_marker(h.name)).exists}
+        notified = hr.notified
+        notified.update(h.name for _, h in handlers if facts.file(pending_marker(h.name)).exists)
         for index, role in enumerate(active):
             changed = False
             for action in role.plan(host.vars, facts):
@@ -170,7 +177,6 @@ def converge_host(host: Host, roles: list[ModuleType], *, check: bool, display: 
                     notified.update(action.notify)
             if changed and not check and index < len(active) - 1:
                 facts = gather(transport, request)
-        hr.notified = notified
         for role_name, handler in handlers:
             if handler.name not in notified:
                 continue
@@ -254,14 +260,7 @@ def run(hosts: list[Host], roles: list[ModuleType], *, check: bool = False, fork
         cancel.set()
         display.line("interrupted: finishing the current command on each host, then stopping")
         pool.shutdown(wait=True, cancel_futures=True)
-        for future, name in futures.items():
-            if future.done() and not future.cancelled():
-                report.hosts[name] = future.result()
-            else:
-                report.hosts[name].error = "interrupted before it started"
-        report.duration = time.monotonic() - start
         raise
-    finally:
-        pool.shutdown(wait=True)
+    pool.shutdown(wait=True)
     report.duration = time.monotonic() - start
     return report

@@ -22,7 +22,8 @@ MASK = "(secret: content not shown)"
 
 @dataclass
 class Command:
-    """One argv list to run on the host (stdin optional, never shown when secret)."""
+    """One argv list to run on the host; ``display`` replaces it in output and reports
+    (for long scripts, or stdin/argv that must not be echoed)."""
 
     argv: list[str]
     stdin: bytes | None = None
@@ -43,6 +44,7 @@ class Upload:
     owner: str = "root"
     group: str = "root"
     validate: list[str] | None = None
+    run_as: str | None = None  # write as this user (files in users' homes)
 
     def shown(self) -> str:
         v = f", validate: {shlex.join(self.validate)}" if self.validate else ""
@@ -223,8 +225,14 @@ def plan_user(facts: Facts, spec: UserSpec, *, purge: bool = False,
 
 
 # ---------------------------------------------------------------------------- files
-def _attr_ops(path: str, f: FileFact, mode: str, owner: str, group: str) -> tuple[list[Op],
-                                                                                  list[str]]:
+def as_user(user: str | None, argv: list[str]) -> list[str]:
+    """``argv`` run as ``user`` (for paths a user controls: their symlinks then cannot
+    redirect root's change to another file); as root when ``user`` is None."""
+    return ["runuser", "-u", user, "--", *argv] if user else argv
+
+
+def _attr_ops(path: str, f: FileFact, mode: str, owner: str, group: str,
+              run_as: str | None = None) -> tuple[list[Op], list[str]]:
     ops: list[Op] = []
     lines: list[str] = []
     if f.owner != owner or f.group != group:
@@ -233,29 +241,33 @@ def _attr_ops(path: str, f: FileFact, mode: str, owner: str, group: str) -> tupl
     if f.mode != _mode(mode):
         # GNU chmod keeps a directory's setgid bit unless the mode has five digits.
         wanted = "0" + _mode(mode) if f.type == "dir" else _mode(mode)
-        ops.append(Command(["chmod", wanted, "--", path]))
+        ops.append(Command(as_user(run_as, ["chmod", wanted, "--", path])))
         lines.append(f"~ {path}: mode {f.mode} -> {_mode(mode)}")
     return ops, lines
 
 
 def plan_directory(facts: Facts, path: str, *, mode: str = "0755", owner: str = "root",
-                   group: str = "root") -> Action:
+                   group: str = "root", run_as: str | None = None) -> Action:
     """Ensure ``path`` is a directory with this owner and mode.
 
+    ``run_as`` (a directory in a user's home): created and chmod-ed as that user.
     Example: ``plan_directory(facts, "/var/lib/jupyterhub", mode="0700")``
     """
     act = Action(f"directory {path}")
     f = facts.file(path)
     if not f.exists:
-        act.ops.append(Command(["install", "-d", "-m", _mode(mode), "-o", owner, "-g", group,
-                                "--", path]))
+        if run_as:
+            act.ops.append(Command(as_user(run_as, ["mkdir", "-m", _mode(mode), "--", path])))
+        else:
+            act.ops.append(Command(["install", "-d", "-m", _mode(mode), "-o", owner, "-g",
+                                    group, "--", path]))
         act.diff = f"+ directory {path} ({_mode(mode)} {owner}:{group})"
         return act
     if f.type != "dir":
         act.ops.append(Refuse(f"{path} exists and is a {f.type}, not a directory; move it "
                               "away"))
         return act
-    act.ops, lines = _attr_ops(path, f, mode, owner, group)
+    act.ops, lines = _attr_ops(path, f, mode, owner, group, run_as)
     act.diff = "\n".join(lines)
     return act
 
@@ -275,7 +287,8 @@ def file_diff(path: str, old: bytes | None, new: bytes, *, secret: bool = False)
 
 def plan_file(facts: Facts, path: str, content: str | bytes, *, mode: str = "0644",
               owner: str = "root", group: str = "root", validate: Sequence[str] | None = None,
-              secret: bool = False, notify: Sequence[str] = ()) -> Action:
+              secret: bool = False, notify: Sequence[str] = (),
+              run_as: str | None = None) -> Action:
     """Ensure ``path`` has exactly ``content`` (compared by sha256), owner and mode.
 
     A content change uploads atomically through ``validate`` (``{}`` is the temp file);
@@ -293,14 +306,17 @@ def plan_file(facts: Facts, path: str, content: str | bytes, *, mode: str = "064
         return act
     if not f.exists or f.type != "file" or f.sha256 != hashlib.sha256(data).hexdigest():
         act.ops.append(Upload(path, data, _mode(mode), owner, group,
-                              list(validate) if validate else None))
+                              list(validate) if validate else None, run_as))
         act.diff = file_diff(path, f.content if f.exists else None, data, secret=secret)
-        if f.exists and f.content is None and not secret:
+        if f.type == "link":
+            act.diff = f"~ {path}: the symlink (to {f.target}) is replaced by a file"
+        elif f.exists and f.content is None and not secret:
             act.diff = f"~ {path}: content changed (sha256 {str(f.sha256)[:12]}... -> " \
                        f"{hashlib.sha256(data).hexdigest()[:12]}...)"
         return act
-    act.ops, lines = _attr_ops(path, f, mode, owner, group)
+    act.ops, lines = _attr_ops(path, f, mode, owner, group, run_as)
     act.diff = "\n".join(lines)
+    act.notify = ()  # same content: an owner or mode fix restarts nothing
     return act
 
 

@@ -81,6 +81,9 @@ class Transport(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the connection."""
 
+    def _ensure_connected(self) -> None:  # noqa: B027 - optional hook
+        """Open the connection if the transport has one (before sudo is decided)."""
+
     @property
     def needs_sudo(self) -> bool:
         return False
@@ -107,9 +110,15 @@ class Transport(ABC):
         ``display`` replaces the command in error messages (for commands whose argv is
         long or carries content that must not be echoed).
         """
+        self._ensure_connected()
         command = self.command_line(argv)
         self.round_trips += 1
-        result = self._exec(command, stdin, timeout)
+        try:
+            result = self._exec(command, stdin, timeout)
+        except ProvisionError as exc:
+            exc.command = display or command
+            exc.step = exc.step or step
+            raise
         if check and result.rc != 0:
             raise ProvisionError(
                 f"command failed on {self.name}",
@@ -131,9 +140,15 @@ class Transport(ABC):
         group: str = "root",
         validate: Sequence[str] | None = None,
         step: str | None = None,
+        run_as: str | None = None,
     ) -> Result:
-        """Replace ``path`` atomically with ``content`` (see module docstring)."""
+        """Replace ``path`` atomically with ``content`` (see module docstring).
+
+        ``run_as``: write as that user (a file in a user's home: a symlink the user planted
+        then cannot make root write elsewhere)."""
         argv = ["sh", "-c", PUT_SCRIPT, "sh", path, mode, owner, group, *(validate or ())]
+        if run_as:
+            argv = ["runuser", "-u", run_as, "--", *argv]
         shown = f"put {path} (mode {mode}, {owner}:{group}"
         shown += f", validated by {shlex.join(validate)})" if validate else ")"
         return self.run(argv, stdin=content, step=step, display=shown)
@@ -232,9 +247,11 @@ class SSHTransport(Transport):
     def needs_sudo(self) -> bool:
         return (self._user_effective or "root") != "root"
 
-    def _exec(self, command: str, stdin: bytes | None, timeout: float | None) -> Result:
+    def _ensure_connected(self) -> None:
         if self._conn is None:
             self.connect()
+
+    def _exec(self, command: str, stdin: bytes | None, timeout: float | None) -> Result:
         start = time.monotonic()
         try:
             transport = self._conn.client.get_transport()
@@ -276,9 +293,7 @@ class SSHTransport(Transport):
                 raise EOFError("the session ended without an exit status")
         except ProvisionError:
             raise
-        except (OSError, EOFError, Exception) as exc:  # paramiko raises many kinds
-            if isinstance(exc, ProvisionError):
-                raise
+        except Exception as exc:  # paramiko raises many kinds: all mean the host is gone
             raise UnreachableError(
                 f"{self.name}: connection lost while running a command: "
                 f"{exc or type(exc).__name__}",

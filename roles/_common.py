@@ -42,6 +42,19 @@ def users(v: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def home_of(facts: Any, name: str) -> str:
+    """A user's home: from the host's passwd when the account exists, else the default
+    useradd will give it."""
+    cur = facts.users.get(name)
+    return cur.home if cur else f"/home/{name}"
+
+
+def managed_names(v: dict[str, Any]) -> list[str]:
+    """Inventory users whose group memberships the roles keep exact (absent users are
+    deleted with their memberships, so no group step names them)."""
+    return [u["name"] for u in users(v) if u["state"] != "absent"]
+
+
 def user_spec(u: dict[str, Any]) -> UserSpec:
     return UserSpec(name=u["name"], uid=u["uid"], shell=u["shell"], comment=u["comment"],
                     groups=tuple(u["groups"]), password_hash=u["password_hash"],

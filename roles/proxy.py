@@ -78,6 +78,7 @@ def facts(v: dict[str, Any]) -> FactRequest:
         files={"/etc/jupyterhub"},
         secret={ENV_FILE},
         units={UNIT},
+        venvs={v["nodejs_prefix"]} if v["nodejs_source"] == "pypi" else set(),
     )
 
 

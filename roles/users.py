@@ -13,9 +13,17 @@ from typing import Any
 from provision.facts import FactRequest, Facts
 from provision.steps import (Action, Command, Refuse, plan_directory, plan_file, plan_group,
                              plan_user)
-from provision.variables import Var, check_username
+from provision.variables import Var, check_username, suggest
 
-from ._common import USER_KEYS, USER_STATES, hub_api_url, user_spec, users
+from ._common import (
+    USER_KEYS,
+    USER_STATES,
+    home_of,
+    hub_api_url,
+    managed_names,
+    user_spec,
+    users,
+)
 
 NAME = "users"
 
@@ -49,8 +57,6 @@ def check(v: dict[str, Any]) -> list[tuple[str, str]]:
             continue
         unknown = set(u) - USER_KEYS
         for k in sorted(map(str, unknown)):
-            from provision.variables import suggest
-
             problems.append((f"{key}.{k}", f"unknown user field {k!r}"
                              f"{suggest(k, sorted(USER_KEYS))}"))
         why = check_username(u["name"])
@@ -152,11 +158,6 @@ def end_session(v: dict[str, Any], name: str) -> Action:
         timeout=120)], diff=f"- {name}: running server, hub session and processes ended")
 
 
-def _home(facts: Facts, u: dict[str, Any]) -> str:
-    cur = facts.users.get(u["name"])
-    return cur.home if cur else f"/home/{u['name']}"
-
-
 def facts(v: dict[str, Any]) -> FactRequest:
     req = FactRequest()
     for u in users(v):
@@ -171,8 +172,7 @@ def facts(v: dict[str, Any]) -> FactRequest:
 
 def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
     actions: list[Action] = []
-    # Absent users are deleted with their memberships: no group step names them.
-    everyone = [u["name"] for u in users(v) if u["state"] != "absent"]
+    everyone = managed_names(v)
     for u in users(v):
         spec = user_spec(u)
         cur = facts.users.get(u["name"])
@@ -186,13 +186,14 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
         if not u["uid_given"]:
             spec.uid = cur.uid if cur else u["uid"]  # keep an existing account's uid
         locked = facts.shadow.get(u["name"], {}).get("expire") == "1"
-        if cur is not None and (u["state"] == "absent" or (u["state"] == "locked"
-                                                           and not locked)):
-            actions.append(end_session(v, u["name"]))
+        if cur is not None and u["state"] == "absent":
+            actions.append(end_session(v, u["name"]))  # userdel needs the processes gone
         actions.append(plan_user(facts, spec, purge=True))
+        if cur is not None and u["state"] == "locked" and not locked:
+            actions.append(end_session(v, u["name"]))  # locked first: no new login meanwhile
         if u["state"] == "absent":
             continue
-        home = _home(facts, u)
+        home = home_of(facts, u["name"])
         if cur is not None:
             actions.append(plan_directory(facts, home, mode=v["users_home_mode"],
                                           owner=u["name"], group=u["name"]))
@@ -202,10 +203,10 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
                 diff=f"~ {home}: mode -> {v['users_home_mode']}"))
         if u["authorized_keys"] is not None:
             actions.append(plan_directory(facts, f"{home}/.ssh", mode="0700", owner=u["name"],
-                                          group=u["name"]))
+                                          group=u["name"], run_as=u["name"]))
             text = "".join(k.strip() + "\n" for k in u["authorized_keys"])
             actions.append(plan_file(facts, f"{home}/.ssh/authorized_keys", text, mode="0600",
-                                     owner=u["name"], group=u["name"]))
+                                     owner=u["name"], group=u["name"], run_as=u["name"]))
     # Memberships after the accounts exist (gpasswd needs the user).
     extra_groups = sorted({g for u in users(v) for g in u["groups"]})
     for group in extra_groups:

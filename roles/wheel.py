@@ -16,7 +16,7 @@ from provision.render import render
 from provision.steps import Action, plan_absent, plan_apt, plan_file, plan_group
 from provision.variables import Var
 
-from ._common import admins, users
+from ._common import admins, managed_names
 
 NAME = "wheel"
 
@@ -36,7 +36,7 @@ def facts(v: dict[str, Any]) -> FactRequest:
 
 
 def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
-    everyone = [u["name"] for u in users(v) if u["state"] != "absent"]
+    everyone = managed_names(v)
     actions = [plan_group(facts, v["wheel_group"], system=True, members=admins(v),
                           managed_users=everyone)]
     if v["wheel_sudo"]:

@@ -20,7 +20,9 @@ import sys
 MAX_CONTENT = 256 * 1024
 
 
-def file_fact(path, want_content):
+def file_fact(path, want_content, read=True):
+    """stat() of path; with read, also its sha256 (and content when wanted).
+    Secret files are not read at all: only their owner, mode and size matter."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -42,7 +44,7 @@ def file_fact(path, want_content):
             "size": st.st_size}
     if kind == "link":
         fact["target"] = os.readlink(path)
-    if kind == "file":
+    if kind == "file" and read:
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
@@ -135,7 +137,10 @@ def main(request):
         if real.startswith("~"):  # no such user (yet)
             files[p] = {"exists": False}
             continue
-        files[p] = file_fact(real, p in contents and p not in secret)
+        if p in secret:
+            files[p] = file_fact(real, False, read=False)
+        else:
+            files[p] = file_fact(real, p in contents)
         if real != p:
             files[p]["path"] = real
     result = {
@@ -149,7 +154,4 @@ def main(request):
         "os_release": read_text("/etc/os-release"),
         "euid": os.geteuid(),
     }
-    for p in secret & set(result["files"]):
-        result["files"][p].pop("content_b64", None)
-        result["files"][p].pop("sha256", None)
     sys.stdout.write(json.dumps(result))

@@ -132,7 +132,7 @@ class HostState:
             raise FileNotFoundError(2, "No such file or directory", path)
         return io.StringIO(texts[path])
 
-    def _file_fact(self, path: str, want_content: bool) -> dict[str, Any]:
+    def _file_fact(self, path: str, want_content: bool, read: bool = True) -> dict[str, Any]:
         f = self.files.get(path)
         if f is None:
             return {"exists": False}
@@ -149,6 +149,8 @@ class HostState:
         if f["type"] == "file":
             data = f["content"]
             fact["size"] = len(data)
+            if not read:  # the collector does not read secret files
+                return fact
             fact["sha256"] = _sha(data)
             if want_content and len(data) <= 256 * 1024:
                 fact["content_b64"] = base64.b64encode(data).decode()

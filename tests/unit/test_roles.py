@@ -246,13 +246,15 @@ def test_locking_a_user_ends_their_session_then_locks_and_drops_hub_membership()
     v = inventory_vars()
     v["users"][1]["state"] = "locked"  # bob
     actions = [a for a in plan_role("users", v, host) if a.changed]
-    end = actions[0]
+    # Locked first (no new login meanwhile), then the running session is ended.
+    assert (actions[0].name, argvs(actions[0])) == (
+        "user bob", [["usermod", "--lock", "--expiredate", "1", "--", "bob"]])
+    end = actions[1]
     assert end.name == "end bob's session"
     argv = end.ops[0].argv
     assert argv[:2] == ["sh", "-c"] and argv[3:] == [
         "sh", "bob", "http://127.0.0.1:8081/hub/api", jupyterhub.API_ENV_FILE]
-    assert [(a.name, argvs(a)) for a in actions[1:]] == [
-        ("user bob", [["usermod", "--lock", "--expiredate", "1", "--", "bob"]]),
+    assert [(a.name, argvs(a)) for a in actions[2:]] == [
         ("group jupyterhub-users", [["gpasswd", "--delete", "bob", "jupyterhub-users"]]),
     ]
     # Once locked, nothing more: the session is ended once, on the transition.
@@ -363,3 +365,18 @@ def test_removing_a_user_whose_home_is_gone():
     dave = argvs(by_name(actions, "user dave"))
     assert not [a for a in dave if a[0] == "tar"], dave
     assert dave[-1][0] == "userdel" and dave[-1][-1] == "dave"
+
+
+def test_paths_in_a_users_home_are_changed_as_that_user():
+    """A symlink alice plants in her home cannot make root write or chmod elsewhere."""
+    v = inventory_vars(jupyterhub_notebook_dir="~/notebooks")
+    v["users"][0]["authorized_keys"] = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample alice"]
+    actions = plan_role("users", v, fresh()) + plan_role("jupyterhub", v, fresh())
+    inside = [op for a in actions for op in a.ops
+              if "/home/alice/" in " ".join(getattr(op, "argv", [getattr(op, "path", "")]))]
+    assert inside, "expected steps inside alice's home"
+    for op in inside:
+        if hasattr(op, "argv"):
+            assert op.argv[:4] == ["runuser", "-u", "alice", "--"], op.argv
+        else:
+            assert op.run_as == "alice", op

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from fakeconfig import exec_config
-from hostmodel import inventory_vars
+from hostmodel import ROLES, VARIABLES, inventory_vars
+from provision.config import validate_host
 from provision.errors import ConfigError
+from provision.inventory import Host
 from provision.facts import parse_collected
 from provision.render import render, systemd_escape_arg
 from roles import jupyterhub, proxy
@@ -114,12 +116,18 @@ def test_rendered_config_is_stable():
     assert "{'alice', 'bob'}" in text  # sets render sorted: same inventory, same bytes
 
 
-def test_extra_config_that_does_not_compile_is_refused():
-    v = inventory_vars(jupyterhub_extra_config="c.Spawner.cmd = [\n")
+def test_extra_config_that_does_not_compile_is_refused_before_connecting():
+    v = inventory_vars()
+    v["jupyterhub_extra_config"] = "c.Spawner.cmd = [\n"
     with pytest.raises(ConfigError) as err:
         jupyterhub.render_config(v)
     assert "jupyterhub_extra_config" in str(err.value)
     assert "does not compile" in str(err.value)
+    # ... and validation, which runs before any connection, reports it with its key.
+    problems = validate_host(Host("lab1", vars=v), VARIABLES, ROLES)
+    assert len(problems) == 1
+    assert problems[0].startswith("(default): jupyterhub_extra_config: the rendered "
+                                  "jupyterhub_config.py does not compile: '[' was never closed")
 
 
 # ------------------------------------------------------------------------------ units
