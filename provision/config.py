@@ -37,7 +37,7 @@ ENGINE_VARIABLES = [
         "known_hosts. Turn off only for throwaway hosts; never the default."),
     Var("provision_known_hosts_file", None, "line", "An extra known_hosts file to check "
         "host keys against (the lab writes its own).", nullable=True),
-    Var("provision_connect_timeout", 10, "int", "Seconds to wait for an SSH connection."),
+    Var("provision_connect_timeout", 10, "timeout", "Seconds to wait for an SSH connection."),
     Var("lab_ports", None, "dict", "Written by `invoke lab.up`: 127.0.0.1 ports forwarded "
         "to this lab host (ssh, hub, http, https).", nullable=True),
 ]

@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 
 from .errors import ConfigError
+from .variables import bounded_repr
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -43,8 +44,15 @@ def py_literal(value: Any) -> str:
     raise TypeError(f"cannot render {type(value).__name__} as a Python literal")
 
 
-def systemd_escape_arg(value: str) -> str:
-    """Quote one ExecStart= argument for systemd (double quotes, specifiers doubled)."""
+def systemd_escape_arg(value: str | int) -> str:
+    """Quote one unit-file value for systemd (double quotes, specifiers doubled).
+
+    A control character (systemd ends a line at '\\r' too) is refused, never escaped: the
+    variable types already refuse them, this is the last line of defence.
+    """
+    if any(ord(c) < 32 or ord(c) == 127 for c in str(value)):
+        raise ConfigError(f"refusing a control character in a unit file value: "
+                          f"{bounded_repr(str(value))}")
     escaped = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
     escaped = escaped.replace("$", "$$")
     return f'"{escaped}"'

@@ -16,13 +16,25 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# Every pattern is used with fullmatch: '$' would let a trailing newline through.
+USERNAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 GROUPNAME_RE = USERNAME_RE
-HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                         r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
-BASE_URL_RE = re.compile(r"^/([A-Za-z0-9._~-]+/)*$")
-PKG_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
+HOSTNAME_RE = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                         r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+BASE_URL_RE = re.compile(r"/([A-Za-z0-9._~-]+/)*")
+PKG_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]*")
+# An IPv6 zone ID (after '%') limited to what an interface name can be.
+ZONE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Directories that must never be a tool-owned state, config, venv or prefix directory:
+# the tool chmods and chowns them.
+SYSTEM_DIRS = frozenset(
+    "/ /bin /boot /dev /etc /home /lib /lib32 /lib64 /libx32 /media /mnt /opt /proc /root "
+    "/run /sbin /srv /sys /tmp /usr /var /usr/bin /usr/lib /usr/local /usr/local/bin "
+    "/usr/local/lib /usr/sbin /usr/share /usr/include /var/lib /var/log /var/tmp /var/cache "
+    "/var/run /var/spool /var/mail /var/www /etc/systemd /etc/ssh /etc/sudoers.d "
+    "/etc/apache2 /run/user /var/lib/systemd".split()
+)
 
 # Accounts that exist on every Debian system or belong to the services this tool installs.
 SYSTEM_ACCOUNTS = frozenset(
@@ -49,19 +61,42 @@ class Var:
 
 
 def _is_ip(value: str) -> bool:
+    """An IP address; an IPv6 zone ID only of interface-name characters (``ipaddress``
+    accepts anything after '%', newlines included)."""
     try:
-        ipaddress.ip_address(value)
+        addr = ipaddress.ip_address(value)
     except ValueError:
         return False
-    return True
+    zone = getattr(addr, "scope_id", None)
+    return zone is None or bool(ZONE_RE.fullmatch(zone))
+
+
+def has_control(value: str) -> bool:
+    """True if ``value`` holds a control character (C0, DEL, C1) or a Unicode line break."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 or c in "\u2028\u2029\x85" for c in value)
+
+
+def bounded_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an echoed value is never huge.
+
+    Containers are summarised without walking them (an alias bomb expands to gigabytes).
+    """
+    if isinstance(value, dict | list | tuple | set):
+        return f"<{type(value).__name__} of {len(value)} items>"
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]
+        return repr(value) + "..."
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def check_username(name: Any) -> str | None:
     """Why ``name`` is not acceptable as a managed Linux user, or None."""
     if not isinstance(name, str):
         return f"user name must be a string, not {type(name).__name__}"
-    if not USERNAME_RE.match(name):
-        return (f"{name!r} is not a valid user name (lower-case letters, digits, '_' and '-', "
+    if not USERNAME_RE.fullmatch(name):
+        return (f"{bounded_repr(name)} is not a valid user name (lower-case letters, digits, "
+                "'_' and '-', "
                 "starting with a letter or '_', at most 32 characters)")
     if name in SYSTEM_ACCOUNTS or name.startswith("systemd-"):
         return f"{name!r} is a system account and cannot be managed as a lab user"
@@ -69,27 +104,33 @@ def check_username(name: Any) -> str | None:
 
 
 def _check_base_url(v: str) -> str | None:
-    if not BASE_URL_RE.match(v):
-        return (f"{v!r} is not a base URL: it must start and end with '/' and contain only "
+    if not BASE_URL_RE.fullmatch(v):
+        return (f"{bounded_repr(v)} is not a base URL: it must start and end with '/' and "
+                "contain only "
                 "URL-safe path characters (e.g. '/' or '/jhub/')")
     return None
 
 
 def check_bind_url(v: str) -> str | None:
-    parts = urlsplit(v)
+    if has_control(v) or any(c.isspace() for c in v):
+        return f"{bounded_repr(v)} is not a bind URL: no spaces or control characters"
+    try:
+        parts = urlsplit(v)
+    except ValueError:
+        return f"{bounded_repr(v)} is not a bind URL"
     if parts.scheme not in ("http", "https"):
-        return f"{v!r} is not a bind URL: the scheme must be http or https"
+        return f"{bounded_repr(v)} is not a bind URL: the scheme must be http or https"
     try:
         port = parts.port
     except ValueError:
-        return f"{v!r} is not a bind URL: bad port"
+        return f"{bounded_repr(v)} is not a bind URL: bad port"
     if port is None:
-        return f"{v!r} is not a bind URL: give the port, e.g. 'http://:8000/jhub/'"
+        return f"{bounded_repr(v)} is not a bind URL: give the port, e.g. 'http://:8000/jhub/'"
     host = parts.hostname or ""
-    if host and not (_is_ip(host) or HOSTNAME_RE.match(host)):
-        return f"{v!r} is not a bind URL: {host!r} is not an IP or host name"
+    if host and not (_is_ip(host) or HOSTNAME_RE.fullmatch(host)):
+        return f"{bounded_repr(v)} is not a bind URL: {host!r} is not an IP or host name"
     if parts.query or parts.fragment:
-        return f"{v!r} is not a bind URL: no query or fragment allowed"
+        return f"{bounded_repr(v)} is not a bind URL: no query or fragment allowed"
     return _check_base_url(parts.path or "/")
 
 
@@ -113,8 +154,8 @@ def _str(v: Any) -> str | None:
 def _oneline(v: Any) -> str | None:
     if not isinstance(v, str):
         return f"must be a string, not {type(v).__name__}"
-    if "\n" in v or "\r" in v or "\x00" in v:
-        return "must be a single line"
+    if has_control(v):
+        return "must be a single line without control characters"
     return None
 
 
@@ -126,50 +167,74 @@ def _int(v: Any) -> str | None:
 
 def _port(v: Any) -> str | None:
     if _int(v) or not 1 <= v <= 65535:
-        return f"{v!r} is not a TCP port (1-65535)"
+        return f"{bounded_repr(v)} is not a TCP port (1-65535)"
     return None
 
 
 def _bool(v: Any) -> str | None:
-    return None if isinstance(v, bool) else f"must be true or false, not {v!r}"
+    return None if isinstance(v, bool) else f"must be true or false, not {bounded_repr(v)}"
 
 
 def _ip(v: Any) -> str | None:
     """An IP address, or '' for all interfaces."""
     if not isinstance(v, str) or not (v == "" or _is_ip(v)):
-        return f"{v!r} is not an IP address (or '' for all interfaces)"
+        return f"{bounded_repr(v)} is not an IP address (or '' for all interfaces)"
     return None
 
 
-def _host(v: Any) -> str | None:
-    if not isinstance(v, str) or not (_is_ip(v) or HOSTNAME_RE.match(v)):
-        return f"{v!r} is not an IP address or host name"
+def check_host(v: Any) -> str | None:
+    """Why ``v`` is not an IP address or DNS host name, or None."""
+    if not isinstance(v, str) or not (_is_ip(v) or HOSTNAME_RE.fullmatch(v)):
+        return f"{bounded_repr(v)} is not an IP address or host name"
+    return None
+
+
+_host = check_host
+
+
+def _path_chars(v: str) -> str | None:
+    if has_control(v) or any(c.isspace() for c in v):
+        return "must not contain spaces or control characters"
+    if any(part == ".." for part in v.split("/")):
+        return "must not contain '..'"
     return None
 
 
 def _abspath(v: Any) -> str | None:
-    if not isinstance(v, str) or not v.startswith("/") or "\n" in v or "\x00" in v:
-        return f"{v!r} is not an absolute path"
-    if any(part == ".." for part in v.split("/")):
-        return f"{v!r} must not contain '..'"
+    if not isinstance(v, str) or not v.startswith("/"):
+        return f"{bounded_repr(v)} is not an absolute path"
+    why = _path_chars(v)
+    return f"{bounded_repr(v)} {why}" if why else None
+
+
+def _owned_dir(v: Any) -> str | None:
+    """An absolute path the tool owns (state, config, venv, prefix): never a system dir."""
+    why = _abspath(v)
+    if why:
+        return why
+    norm = "/" + "/".join(p for p in v.split("/") if p and p != ".")
+    if norm in SYSTEM_DIRS or norm.startswith("/home/") and norm.count("/") == 2:
+        return (f"{bounded_repr(v)} is a system directory: give a directory of its own, "
+                "e.g. '/opt/jupyterhub' or '/var/lib/jupyterhub'")
     return None
 
 
 def _notebook_dir(v: Any) -> str | None:
-    if not isinstance(v, str) or not v or "\n" in v or "\x00" in v:
-        return f"{v!r} is not a directory path"
-    return None
+    if not isinstance(v, str) or not v:
+        return f"{bounded_repr(v)} is not a directory path"
+    why = _path_chars(v)
+    return f"{bounded_repr(v)} {why}" if why else None
 
 
 def _mode(v: Any) -> str | None:
     if not isinstance(v, str) or not re.fullmatch(r"0?[0-7]{3,4}", v):
-        return f"{v!r} is not an octal file mode as a string (e.g. '0750')"
+        return f"{bounded_repr(v)} is not an octal file mode as a string (e.g. '0750')"
     return None
 
 
 def _pkg(v: Any) -> str | None:
-    if not isinstance(v, str) or not PKG_NAME_RE.match(v):
-        return f"{v!r} is not a package name"
+    if not isinstance(v, str) or not PKG_NAME_RE.fullmatch(v):
+        return f"{bounded_repr(v)} is not a package name"
     return None
 
 
@@ -178,19 +243,19 @@ PIP_REQ_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?(==[A
 
 def _pip_req(v: Any) -> str | None:
     if not isinstance(v, str) or not PIP_REQ_RE.fullmatch(v):
-        return f"{v!r} is not a pip requirement of the form 'name' or 'name==version'"
+        return f"{bounded_repr(v)} is not a pip requirement of the form 'name' or 'name==version'"
     return None
 
 
 def _version(v: Any) -> str | None:
-    if not isinstance(v, str) or not VERSION_RE.match(v):
-        return f"{v!r} is not a version string (quote it in YAML, e.g. '6.1.1')"
+    if not isinstance(v, str) or not VERSION_RE.fullmatch(v):
+        return f"{bounded_repr(v)} is not a version string (quote it in YAML, e.g. '6.1.1')"
     return None
 
 
 def _group(v: Any) -> str | None:
-    if not isinstance(v, str) or not GROUPNAME_RE.match(v):
-        return f"{v!r} is not a valid group name"
+    if not isinstance(v, str) or not GROUPNAME_RE.fullmatch(v):
+        return f"{bounded_repr(v)} is not a valid group name"
     return None
 
 
@@ -207,6 +272,8 @@ TYPES: dict[str, Callable[[Any], str | None]] = {
     "ip": _ip,
     "host": _host,
     "path": _abspath,
+    "dir": _owned_dir,
+    "timeout": lambda v: _int(v) or (None if v > 0 else f"{v!r} must be a positive number"),
     "notebook_dir": _notebook_dir,
     "mode": _mode,
     "version": _version,
@@ -224,12 +291,19 @@ TYPES: dict[str, Callable[[Any], str | None]] = {
 }
 
 
+# Directories the tool creates, chmods and chowns as its own: a system directory is refused.
+OWNED_DIRS = frozenset({"jupyterhub_venv", "jupyterhub_config_dir", "jupyterhub_state_dir",
+                        "nodejs_prefix", "proxy_prefix"})
+
+
 def check_value(var: Var, value: Any) -> str | None:
     """Why ``value`` does not fit ``var``, or None."""
     if value is None:
         return None if var.nullable else "must be set (null is not allowed)"
     if var.choices and value not in var.choices:
-        return f"{value!r} is not one of {', '.join(map(str, var.choices))}"
+        return f"{bounded_repr(value)} is not one of {', '.join(map(str, var.choices))}"
+    if var.name in OWNED_DIRS:
+        return _owned_dir(value)
     return TYPES[var.type](value)
 
 
