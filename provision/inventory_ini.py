@@ -78,7 +78,7 @@ def _strip_comment(line: str) -> str:
 def _pairs(text: str, where: str, problems: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
-        words = shlex.split(text, posix=False)
+        words = shlex.split(text, comments=False, posix=True)
     except ValueError as exc:
         problems.append(f"{where}: {exc}")
         return out
@@ -169,7 +169,7 @@ def _assemble(groups: dict[str, dict[str, Any]], child_of: dict[str, set[str]]) 
             out["hosts"] = {h: (v or None) for h, v in src["hosts"].items()}
         if src["vars"]:
             out["vars"] = dict(src["vars"])
-        kids = sorted(child_of.get(g, ()) - seen)
+        kids = sorted(child_of.get(g, set()) - seen)
         if kids:
             out["children"] = {k: body(k, seen | {g}) for k in kids}
         return out
