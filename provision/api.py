@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runner
-from .config import REPO, RunConfig, load_run
+from .config import REPO, RunConfig, find_inventory, load_run
 from .display import Display
 from .errors import ConfigError
 from .inventory import Inventory
@@ -44,6 +44,8 @@ def provision(hosts: str = "all", *, inventory: str | None = None, check: bool =
         raise ConfigError(f"--forks {forks}: must be at least 1")
     cfg = config or load_run(inventory, hosts, cli_vars, only_roles=roles)
     display = display or Display(verbose=verbose, diff=diff)
+    if verbose and cfg.ignored:
+        display.line(f"ignored (not jhprovision variables): {', '.join(cfg.ignored)}")
     mode = "check mode: nothing will be changed" if check else "applying"
     display.line(f"{command}: {len(cfg.hosts)} host(s) ({', '.join(h.name for h in cfg.hosts)})"
                  f", {mode}")
@@ -124,7 +126,7 @@ def change_user(name: str, fields: dict[str, Any], *, hosts: str, inventory: str
     why = check_username(name)
     if why:
         raise ConfigError(why)
-    inv = Inventory(Path(inventory) if inventory else REPO / "inventory")
+    inv = Inventory(find_inventory(inventory))
     inv.select(hosts)  # an unknown host is an error before anything is written
     path = users_file(inv)
     old_text = path.read_text(encoding="utf-8") if path.exists() else None

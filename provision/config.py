@@ -10,7 +10,9 @@ across hosts (one user, one uid). Every problem is collected and raised together
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -45,6 +47,61 @@ ENGINE_VARIABLES = [
 # Names the engine sets itself, or that Ansible inventories commonly carry for other tools.
 RESERVED = {"inventory_hostname"}
 
+# A variable is ours when it is ``users`` or starts with one of these prefixes (a role may add
+# its own with ``PREFIXES``); any other name belongs to another playbook and is ignored.
+PREFIXES = ("users_", "wheel_", "nodejs_", "proxy_", "jupyterhub_", "apache_", "provision_",
+            "lab_")
+OWN_NAMES = ("users",)
+
+# ansible_* names that change how a host is reached: honoured when their value is one we
+# support, an error otherwise (never silently ignored). Other ansible_* names are ignored.
+SUPPORTED_CONNECTIONS = ("ssh", "paramiko", "smart", "local")
+PROXYJUMP_RE = re.compile(r"^\s*-o\s*ProxyJump=(\S+)\s*$")
+
+
+def proxy_jump(value: Any) -> str | None:
+    """The jump host of ``ansible_ssh_common_args: -o ProxyJump=HOST``, else None."""
+    m = PROXYJUMP_RE.match(value) if isinstance(value, str) else None
+    return m.group(1) if m else None
+
+
+def check_reach(v: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, problem) for connection settings we cannot honour."""
+    out = []
+    conn = v.get("ansible_connection")
+    if conn is not None and conn not in SUPPORTED_CONNECTIONS:
+        out.append(("ansible_connection", f"ansible_connection {conn!r} is not supported "
+                    f"(supported: {', '.join(SUPPORTED_CONNECTIONS)})"))
+    args = v.get("ansible_ssh_common_args")
+    if args not in (None, "") and not proxy_jump(args):
+        out.append(("ansible_ssh_common_args", f"ansible_ssh_common_args {args!r} is not "
+                    "supported (only '-o ProxyJump=[user@]host[:port]')"))
+    for key in ("ansible_ssh_extra_args", "ansible_ssh_args"):
+        if v.get(key) not in (None, ""):
+            out.append((key, f"{key} is not supported (use ~/.ssh/config or "
+                        "ansible_ssh_common_args: -o ProxyJump=...)"))
+    method = v.get("ansible_become_method")
+    if method is not None and method != "sudo":
+        out.append(("ansible_become_method", f"ansible_become_method {method!r} is not "
+                    "supported (only sudo)"))
+    buser = v.get("ansible_become_user")
+    if buser is not None and buser != "root":
+        out.append(("ansible_become_user", f"ansible_become_user {buser!r} is not supported "
+                    "(only root)"))
+    if v.get("ansible_become") is False and v.get("ansible_user") not in (None, "root"):
+        out.append(("ansible_become", "ansible_become: false with a non-root ansible_user "
+                    "is not supported (every change needs root)"))
+    return out
+
+
+def own_prefixes(roles: list[ModuleType]) -> tuple[str, ...]:
+    extra = tuple(p for r in roles for p in getattr(r, "PREFIXES", ()))
+    return PREFIXES + tuple(p for p in extra if p not in PREFIXES)
+
+
+def is_ours(name: str, prefixes: tuple[str, ...]) -> bool:
+    return name in OWN_NAMES or name.startswith(prefixes)
+
 
 @dataclass
 class RunConfig:
@@ -52,6 +109,7 @@ class RunConfig:
     hosts: list[Host]
     roles: list[ModuleType]
     variables: dict[str, Var]
+    ignored: list[str] = field(default_factory=list)
 
 
 def all_variables(roles: list[ModuleType]) -> dict[str, Var]:
@@ -88,22 +146,29 @@ def parse_cli_vars(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def validate_host(host: Host, variables: dict[str, Var], roles: list[ModuleType]) -> list[str]:
+def validate_host(host: Host, variables: dict[str, Var], roles: list[ModuleType],
+                  ignored: set[str] | None = None) -> list[str]:
+    """Problems of one host; names that are not ours are added to ``ignored``."""
     problems: list[str] = []
     known = sorted(variables)
+    prefixes = own_prefixes(roles)
     for name, value in host.vars.items():
         if name in RESERVED:
             continue
         var = variables.get(name)
         if var is None:
-            if name.startswith("ansible_"):
-                continue  # other Ansible connection settings: accepted, not used
+            if name.startswith("ansible_") or not is_ours(name, prefixes):
+                if ignored is not None:
+                    ignored.add(name)
+                continue  # another playbook's variable, or an unused Ansible setting
             problems.append(f"{host.origin(name)}: unknown variable {name!r}"
                             f"{suggest(name, known)}")
             continue
         why = check_value(var, value)
         if why:
             problems.append(f"{host.origin(name)}: {why}")
+    for key, why in check_reach(host.vars):
+        problems.append(f"{host.origin(key)}: {why}")
     type_problems = bool(problems)
     for role in roles:
         check = getattr(role, "check", None)
@@ -142,6 +207,36 @@ def check_across_hosts(hosts: list[Host]) -> list[str]:
     return problems
 
 
+def find_inventory(given: str | Path | None, cwd: Path | None = None) -> Path:
+    """``-i``, else ./inventory, else ``inventory =`` of ansible.cfg ($ANSIBLE_CONFIG, then
+    ./ansible.cfg), else the repository's inventory/."""
+    import configparser
+
+    if given:
+        return Path(given)
+    cwd = cwd or Path.cwd()
+    if (cwd / "inventory").exists():
+        return cwd / "inventory"
+    candidates = [Path(os.environ["ANSIBLE_CONFIG"])] if os.environ.get("ANSIBLE_CONFIG") else []
+    candidates.append(cwd / "ansible.cfg")
+    for cfg in candidates:
+        if not cfg.is_file():
+            continue
+        parser = configparser.ConfigParser(inline_comment_prefixes=("#", ";"),
+                                           interpolation=None)
+        try:
+            parser.read(cfg, encoding="utf-8")
+        except (configparser.Error, OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{cfg}: cannot read: {exc}") from None
+        value = parser.get("defaults", "inventory", fallback="").strip()
+        if value:
+            first = value.split(",")[0].strip()
+            path = Path(os.path.expanduser(first))
+            return path if path.is_absolute() else cfg.resolve().parent / path
+        break
+    return DEFAULT_INVENTORY
+
+
 def load_run(
     inventory_path: str | Path | None,
     pattern: str,
@@ -164,18 +259,19 @@ def load_run(
             raise ConfigError(f"--roles: no role named {', '.join(map(repr, unknown))}; roles: "
                               f"{', '.join(names)}")
         roles = [r for r in roles if r.NAME in wanted]
-    inventory = Inventory(Path(inventory_path or DEFAULT_INVENTORY))
+    inventory = Inventory(find_inventory(inventory_path))
     names = inventory.select(pattern)
     extra = cli_vars if isinstance(cli_vars, dict) else parse_cli_vars(cli_vars)
     base = defaults(variables)
     hosts = [inventory.resolve(n, base, extra) for n in names]
     by_message: dict[str, list[str]] = {}
+    ignored: set[str] = set()
     for host in hosts:
-        for problem in validate_host(host, variables, roles):
+        for problem in validate_host(host, variables, roles, ignored):
             by_message.setdefault(problem, []).append(host.name)
     problems = [f"{'host' if len(h) == 1 else 'hosts'} {', '.join(h)}: {p}"
                 for p, h in by_message.items()]
     problems += check_across_hosts(hosts)
     if problems:
         raise ConfigError(problems)
-    return RunConfig(inventory, hosts, roles, variables)
+    return RunConfig(inventory, hosts, roles, variables, sorted(ignored))

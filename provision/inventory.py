@@ -1,8 +1,10 @@
 """Ansible-style YAML inventory: hosts, groups, group_vars/, host_vars/ and host patterns.
 
 An inventory is a file or a directory. A directory is read the way Ansible reads one: every
-``*.yml``/``*.yaml`` file at its top is an inventory source (so a git-ignored ``lab.yml``
-written by ``invoke lab.up`` joins the hand-written ``hosts.yml``), and ``group_vars/`` and
+``*.yml``/``*.yaml`` file (YAML) and every ``*.ini`` or extensionless file such as ``hosts``
+(INI, see ``provision.inventory_ini``) at its top is an inventory source (so a
+git-ignored ``lab.yml`` written by ``invoke lab.up`` joins the hand-written ``hosts.yml``),
+and ``group_vars/`` and
 ``host_vars/`` beside them hold variables by group and by host.
 
 Variable precedence, lowest first (written down once, here and in docs/inventory.md):
@@ -24,8 +26,16 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .inventory_ini import expand_range, parse_ini
 
 INVENTORY_SUFFIXES = (".yml", ".yaml")
+INI_SUFFIXES = (".ini", "")
+
+
+def _is_source(path: Path) -> bool:
+    if not path.is_file() or path.name.startswith(".") or path.name.endswith("~"):
+        return False
+    return path.suffix in INVENTORY_SUFFIXES or path.suffix in INI_SUFFIXES
 
 
 @dataclass
@@ -88,17 +98,15 @@ class Inventory:
         if not self.path.exists():
             raise ConfigError(f"inventory not found: {self.path}")
         if self.path.is_dir():
-            sources = sorted(
-                p for p in self.path.iterdir() if p.is_file() and p.suffix in INVENTORY_SUFFIXES
-            )
+            sources = sorted(p for p in self.path.iterdir() if _is_source(p))
             vars_root = self.path
         else:
             sources = [self.path]
             vars_root = self.path.parent
         if not sources:
-            raise ConfigError(f"{self.path}: no inventory file (*.yml) found")
+            raise ConfigError(f"{self.path}: no inventory file (*.yml, *.ini or hosts) found")
         for source in sources:
-            data = self._read_yaml(source)
+            data = self._read_source(source)
             if data is None:
                 continue
             if not isinstance(data, dict) or set(data) - {"all"}:
@@ -131,6 +139,20 @@ class Inventory:
             return str(path.resolve().relative_to(Path.cwd().resolve()))
         except ValueError:
             return str(path)
+
+    def _read_source(self, path: Path) -> Any:
+        """An inventory file: YAML by its suffix, else Ansible INI."""
+        if path.suffix in INVENTORY_SUFFIXES:
+            return self._read_yaml(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.problems.append(f"{self._rel(path)}: cannot read: "
+                                 f"{getattr(exc, 'strerror', None) or exc}")
+            return None
+        data, problems, _lines = parse_ini(text, self._rel(path))
+        self.problems.extend(problems)
+        return data
 
     def _read_yaml(self, path: Path) -> Any:
         try:
@@ -166,8 +188,13 @@ class Inventory:
         if not isinstance(hosts, dict):
             self.problems.append(f"{where}.hosts: must be a mapping of host names")
             hosts = {}
+        expanded: list[tuple[str, Any]] = []
         for host, hvars in hosts.items():
-            host = str(host)
+            try:
+                expanded += [(h, hvars) for h in expand_range(str(host))]
+            except ValueError as exc:
+                self.problems.append(f"{where}.hosts.{host}: {exc}")
+        for host, hvars in expanded:
             hvars = hvars or {}
             if not isinstance(hvars, dict):
                 self.problems.append(f"{where}.hosts.{host}: host variables must be a mapping")

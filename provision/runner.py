@@ -24,6 +24,7 @@ from .inventory import Host
 from .report import HostReport, RunReport, StepResult
 from .role import role_enabled
 from .steps import Action, Refuse, Upload
+from .config import proxy_jump
 from .transport import LocalTransport, Result, SSHTransport, Transport
 
 PENDING_DIR = "/var/lib/jhprovision/pending"
@@ -47,6 +48,7 @@ def make_transport(host: Host) -> Transport:
         known_hosts_file=v.get("provision_known_hosts_file"),
         host_key_checking=v.get("ansible_host_key_checking", True),
         connect_timeout=float(v.get("provision_connect_timeout", 10)),
+        proxy_jump=proxy_jump(v.get("ansible_ssh_common_args")),
     )
 
 

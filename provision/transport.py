@@ -173,8 +173,10 @@ class SSHTransport(Transport):
         known_hosts_file: str | None = None,
         host_key_checking: bool = True,
         connect_timeout: float = 10.0,
+        proxy_jump: str | None = None,
     ) -> None:
         self.name = name
+        self._proxy_jump = proxy_jump
         self.round_trips = 0
         self._address = address or name
         self._port = port
@@ -199,6 +201,11 @@ class SSHTransport(Transport):
             port=self._port,
             connect_timeout=self._connect_timeout,
             connect_kwargs=kwargs,
+            # ansible_ssh_common_args: -o ProxyJump=... becomes a Fabric gateway (the jump
+            # host is reached with ~/.ssh/config and known_hosts like any other).
+            **({"gateway": Connection(self._proxy_jump,
+                                      connect_timeout=self._connect_timeout)}
+               if self._proxy_jump else {}),
         )
         # Fabric defaults to AutoAddPolicy (trust on first use, silently); we do not.
         conn.client.set_missing_host_key_policy(

@@ -229,7 +229,7 @@ def test_unknown_variable_suggests_nearest(tmp_path, name, suggestion):
 
 def test_unknown_variable_without_close_match_has_no_suggestion(tmp_path):
     with pytest.raises(ConfigError) as err:
-        run_with(tmp_path, {"lab1": "zzzz_qqqq: 1\n"})
+        run_with(tmp_path, {"lab1": "lab_zzzz_qqqq: 1\n"})
     assert "did you mean" not in problems_of(err)
 
 
