@@ -11,9 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
 from .errors import ConfigError
 from .inventory import Inventory
 
@@ -33,7 +30,9 @@ def users_file(inventory: Inventory) -> Path:
     return root / "group_vars" / "all" / "users.yml"
 
 
-def _yaml() -> YAML:
+def _yaml() -> YAML:  # noqa: F821 - imported here: only add/remove-user edit YAML
+    from ruamel.yaml import YAML
+
     y = YAML()
     y.preserve_quotes = True
     y.indent(mapping=2, sequence=4, offset=2)
@@ -46,6 +45,8 @@ def update_user(path: Path, name: str, fields: dict[str, Any] | None = None, *,
 
     Written atomically with mode 0600: the file may hold password hashes.
     """
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
     y = _yaml()
     if path.exists():
         data = y.load(path.read_text(encoding="utf-8")) or CommentedMap()
