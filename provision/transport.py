@@ -188,6 +188,17 @@ class SSHTransport(Transport):
         self._conn = None
         self._user_effective: str | None = None
 
+    def _check_host_keys(self, conn, policy) -> None:
+        """Fabric defaults to AutoAddPolicy (trust on first use, silently); we do not."""
+        conn.client.set_missing_host_key_policy(policy)
+        if self._known_hosts_file:
+            path = Path(self._known_hosts_file).expanduser()
+            if not path.is_file():
+                raise UnreachableError(
+                    f"{self.name}: known_hosts file {path} does not exist", host=self.name
+                )
+            conn.client.load_host_keys(str(path))
+
     def connect(self) -> None:
         from fabric import Connection
         from paramiko import AuthenticationException, RejectPolicy, SSHException, WarningPolicy
@@ -201,23 +212,14 @@ class SSHTransport(Transport):
             port=self._port,
             connect_timeout=self._connect_timeout,
             connect_kwargs=kwargs,
-            # ansible_ssh_common_args: -o ProxyJump=... becomes a Fabric gateway (the jump
-            # host is reached with ~/.ssh/config and known_hosts like any other).
-            **({"gateway": Connection(self._proxy_jump,
-                                      connect_timeout=self._connect_timeout)}
-               if self._proxy_jump else {}),
         )
-        # Fabric defaults to AutoAddPolicy (trust on first use, silently); we do not.
-        conn.client.set_missing_host_key_policy(
-            RejectPolicy() if self._host_key_checking else WarningPolicy()
-        )
-        if self._known_hosts_file:
-            path = Path(self._known_hosts_file).expanduser()
-            if not path.is_file():
-                raise UnreachableError(
-                    f"{self.name}: known_hosts file {path} does not exist", host=self.name
-                )
-            conn.client.load_host_keys(str(path))
+        # ansible_ssh_common_args: -o ProxyJump=... becomes a Fabric gateway, whose host key
+        # is checked exactly like the target's (~/.ssh/config and known_hosts apply to both).
+        if self._proxy_jump:
+            conn.gateway = Connection(self._proxy_jump, connect_timeout=self._connect_timeout)
+        for c in (conn, conn.gateway) if conn.gateway else (conn,):
+            self._check_host_keys(c, RejectPolicy() if self._host_key_checking
+                                  else WarningPolicy())
         where = f"{conn.user}@{conn.host}:{conn.port}"
         try:
             if not conn.gateway:
