@@ -1,46 +1,242 @@
-"""What a role is: its variables, the facts it needs, its planner and its handlers.
+"""The role contract, and the registry that loads and orders the roles.
 
-A role is a module in ``roles/`` exposing:
+A role is one module in ``roles/`` (modules starting with ``_`` are helpers, not roles),
+exposing:
 
 - ``NAME``: short name shown in output (``users``, ``jupyterhub``...);
+- ``DESCRIPTION`` (optional; default: the docstring's first line): one line for the docs;
 - ``VARIABLES``: list of ``Var`` (defaults and documentation, in one place);
+- ``AFTER`` (optional): roles this one runs after when they are in the run;
+- ``REQUIRES`` (optional): roles that must exist and run before this one;
 - ``enabled(v) -> bool`` (optional; default True): whether the role applies to a host;
 - ``facts(v) -> FactRequest``: what it needs to read from the host;
 - ``plan(v, facts) -> list[Action]``: what it ensures, in order;
-- ``HANDLERS``: list of ``Handler``, run once at the end when an action notified them;
+- ``HANDLERS`` (optional): list of ``Handler``, run once at the end when notified;
+- ``NOTIFIES`` (optional): other roles' handlers its actions may notify (its own
+  handlers need not be listed);
+- ``hub(v) -> HubContribution`` (optional): hub services, RBAC roles, config lines and
+  packages the jupyterhub role renders into the hub's config and virtualenv;
 - ``check(v) -> list[tuple[str, str]]`` (optional): (key, problem) pairs between
   variables, found before connecting.
 
-Roles hold no SSH code: the runner gathers facts, runs the ops and the handlers.
+The order of the roles is computed from ``AFTER``/``REQUIRES``; a cycle, an unknown role
+name, or a ``notify``/``triggers`` naming no handler is an error when the roles are
+loaded, before any host is touched. Roles hold no SSH code and import no other role: the
+runner gathers facts, runs the ops and the handlers; values several roles share come from
+``provision.stack``. docs/roles.md walks through adding one.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .runner import HostRun
 
-ROLE_ORDER = ("users", "wheel", "nodejs", "proxy", "jupyterhub", "apache")
+ROLES_PACKAGE = "roles"
+
+
+class RoleError(Exception):
+    """The roles do not fit together (a programming error, found at load time)."""
 
 
 @dataclass
 class Handler:
-    """Runs once per host at the end of a run when notified (e.g. restart a service)."""
+    """Runs once per host at the end of a run when notified (e.g. restart a service).
+
+    ``triggers`` names handlers that must run after this one whenever it runs (a proxy
+    restart drops the hub's routes, so it triggers the hub's restart). A handler that is
+    only triggered, not notified, runs when its ``if_triggered`` says so (default: always).
+    """
 
     name: str
     run: Callable[[HostRun], None]
     description: str = ""
+    triggers: tuple[str, ...] = ()
+    if_triggered: Callable[[HostRun], bool] | None = None
 
 
-def load_roles(names: tuple[str, ...] = ROLE_ORDER) -> list[ModuleType]:
-    return [importlib.import_module(f"roles.{n}") for n in names]
+_TRAIT_RE = re.compile(r"[A-Z][A-Za-z0-9_]*\.[a-z_][A-Za-z0-9_]*")
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+@dataclass
+class HubService:
+    """A JupyterHub service (``c.JupyterHub.services``).
+
+    ``command``: the hub starts and stops it (a managed service); ``token_env``: the
+    variable, in the hub's environment, holding its API token (the jupyterhub role makes
+    the 0600 file on the host and names it in the unit); ``environment``: for its process.
+    """
+
+    name: str
+    description: str
+    command: list[str] | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    token_env: str | None = None
+
+    def literal(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        if self.command:
+            out["command"] = list(self.command)
+        if self.environment:
+            out["environment"] = dict(self.environment)
+        return out
+
+
+@dataclass
+class HubRole:
+    """An RBAC role (``c.JupyterHub.load_roles``) granting scopes to services/users."""
+
+    name: str
+    scopes: list[str]
+    services: list[str] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+
+    def literal(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "scopes": list(self.scopes)}
+        for key in ("services", "users", "groups"):
+            if getattr(self, key):
+                out[key] = list(getattr(self, key))
+        return out
+
+
+@dataclass
+class HubContribution:
+    """What a role adds to the hub; every value is rendered as a Python literal."""
+
+    services: list[HubService] = field(default_factory=list)
+    roles: list[HubRole] = field(default_factory=list)
+    #: ("Class.trait", value) lines, e.g. ("Spawner.mem_limit", "2G")
+    config: list[tuple[str, Any]] = field(default_factory=list)
+    #: pip requirements installed into the hub's virtualenv (which users' servers use)
+    packages: list[str] = field(default_factory=list)
+    #: filled by ``hub_contributions``: the role it came from
+    role: str = ""
+
+    def problems(self) -> list[str]:
+        out = [f"config key {key!r} is not Class.trait" for key, _ in self.config
+               if not _TRAIT_RE.fullmatch(key)]
+        out += [f"service name {s.name!r}" for s in self.services if not _NAME_RE.fullmatch(s.name)]
+        out += [f"service {s.name}: token_env {s.token_env!r}" for s in self.services
+                if s.token_env and not re.fullmatch(r"[A-Z][A-Z0-9_]*", s.token_env)]
+        return out
+
+
+# ------------------------------------------------------------------------------ registry
+def _discover(package: str) -> list[ModuleType]:
+    pkg = importlib.import_module(package)
+    names = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)
+                   if not m.name.startswith("_"))
+    return [importlib.import_module(f"{package}.{n}") for n in names]
+
+
+def _order(modules: list[ModuleType]) -> list[ModuleType]:
+    """Roles in dependency order (ties: by name, so the order never depends on chance)."""
+    by_name = {m.NAME: m for m in modules}
+    deps: dict[str, set[str]] = {}
+    for m in modules:
+        wanted = set(getattr(m, "AFTER", ())) | set(getattr(m, "REQUIRES", ()))
+        unknown = sorted(wanted - set(by_name))
+        if unknown:
+            raise RoleError(f"role {m.NAME}: AFTER/REQUIRES names no role {', '.join(unknown)}"
+                            f" (roles: {', '.join(sorted(by_name))})")
+        deps[m.NAME] = wanted
+    out: list[str] = []
+    while len(out) < len(deps):
+        ready = sorted(n for n, d in deps.items() if n not in out and d <= set(out))
+        if not ready:
+            stuck = sorted(n for n in deps if n not in out)
+            raise RoleError(f"roles {', '.join(stuck)}: their AFTER/REQUIRES form a cycle")
+        out.append(ready[0])
+    return [by_name[n] for n in out]
+
+
+def _check_handlers(modules: list[ModuleType]) -> None:
+    handlers: dict[str, str] = {}
+    for m in modules:
+        for h in getattr(m, "HANDLERS", []):
+            if h.name in handlers:
+                raise RoleError(f"handler {h.name!r} is declared by roles {handlers[h.name]} "
+                                f"and {m.NAME}")
+            handlers[h.name] = m.NAME
+    position = {name: i for i, name in enumerate(handlers)}
+    for m in modules:
+        for name in getattr(m, "NOTIFIES", ()):
+            if name not in handlers:
+                raise RoleError(f"role {m.NAME}: NOTIFIES {name!r}, which no role handles "
+                                f"(handlers: {', '.join(handlers)})")
+        for h in getattr(m, "HANDLERS", []):
+            for name in h.triggers:
+                if name not in handlers:
+                    raise RoleError(f"handler {h.name!r} triggers {name!r}, which no role "
+                                    "handles")
+                if position[name] <= position[h.name]:
+                    raise RoleError(f"handler {h.name!r} triggers {name!r}, which runs "
+                                    f"before it: role {handlers[name]} must come after "
+                                    f"{m.NAME}")
+
+
+class Registry:
+    """The roles of a package, validated and in order."""
+
+    def __init__(self, package: str = ROLES_PACKAGE) -> None:
+        self.roles = _order(_discover(package))
+        _check_handlers(self.roles)
+        self.handlers: dict[str, tuple[str, Handler]] = {
+            h.name: (m.NAME, h) for m in self.roles for h in getattr(m, "HANDLERS", [])}
+
+    @property
+    def names(self) -> list[str]:
+        return [m.NAME for m in self.roles]
+
+    def may_notify(self, role: ModuleType) -> set[str]:
+        return {h.name for h in getattr(role, "HANDLERS", [])} | set(getattr(role, "NOTIFIES", ()))
+
+
+_REGISTRY: dict[str, Registry] = {}
+
+
+def registry(package: str = ROLES_PACKAGE) -> Registry:
+    if package not in _REGISTRY:
+        _REGISTRY[package] = Registry(package)
+    return _REGISTRY[package]
+
+
+def load_roles(names: tuple[str, ...] | None = None) -> list[ModuleType]:
+    """Every role, in dependency order (or only ``names``, in that same order)."""
+    roles = registry().roles
+    return roles if names is None else [r for r in roles if r.NAME in names]
 
 
 def role_enabled(role: ModuleType, v: dict) -> bool:
     fn = getattr(role, "enabled", None)
     return bool(fn(v)) if fn else True
+
+
+def describe(role: ModuleType) -> str:
+    text = getattr(role, "DESCRIPTION", None) or (role.__doc__ or "").strip().splitlines()[0]
+    return text.split(": ", 1)[1] if text.startswith(f"{role.NAME}: ") else text
+
+
+def hub_contributions(v: dict[str, Any], *, exclude: str = "") -> list[HubContribution]:
+    """What every enabled role but ``exclude`` adds to the hub, in role order."""
+    out = []
+    for role in registry().roles:
+        fn = getattr(role, "hub", None)
+        if role.NAME == exclude or fn is None or not role_enabled(role, v):
+            continue
+        contribution = fn(v)
+        contribution.role = role.NAME
+        bad = contribution.problems()
+        if bad:
+            raise RoleError(f"role {role.NAME}: hub contribution: {'; '.join(bad)}")
+        out.append(contribution)
+    return out

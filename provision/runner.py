@@ -22,7 +22,7 @@ from .errors import ProvisionError, UnreachableError
 from .facts import FactRequest, Facts, gather
 from .inventory import Host
 from .report import HostReport, RunReport, StepResult
-from .role import role_enabled
+from .role import Handler, registry, role_enabled
 from .steps import Action, Refuse, Upload
 from .config import proxy_jump
 from .transport import LocalTransport, Result, SSHTransport, Transport
@@ -132,74 +132,140 @@ def _record(hr: HostRun, result: StepResult) -> None:
     hr.display.step(hr.host.name, result, hr.check)
 
 
-def converge_host(host: Host, roles: list[ModuleType], *, check: bool, display: Display,
-                  cancel: threading.Event,
-                  transport_factory: Callable[[Host], Transport] = make_transport) -> HostReport:
-    """Apply ``roles`` to one host; never raises (the report says what happened)."""
-    start = time.monotonic()
-    rep = HostReport(host.name)
+def _error(message: str, stderr: str = "") -> dict[str, Any]:
+    return {"message": message, "command": None, "rc": None, "stderr": stderr}
+
+
+def _connect(host: Host, transport_factory: Callable[[Host], Transport],
+             rep: HostReport, display: Display) -> Transport | None:
+    """The host's transport, connected; None (and the report says why) when it is not."""
+    transport = None
     try:
         transport = transport_factory(host)
+        connect = getattr(transport, "connect", None)
+        if connect:
+            connect()
+        return transport
     except Exception as exc:  # noqa: BLE001 - whatever it is, it stops only this host
         rep.unreachable = isinstance(exc, UnreachableError)
         rep.error = exc.message if isinstance(exc, ProvisionError) else \
             f"cannot set up the connection: {type(exc).__name__}: {exc}"
-        if not rep.unreachable:
-            rep.steps.append(StepResult("engine", "connect", "failed", error={
-                "message": rep.error, "command": None, "rc": None, "stderr": ""}))
         if rep.unreachable:
             display.unreachable(host.name, rep.error)
         else:
+            rep.steps.append(StepResult("engine", "connect", "failed", error=_error(rep.error)))
             display.host_failed(host.name, rep.error)
+        if transport is not None:
+            rep.round_trips = transport.round_trips
+            _close(transport)
+        return None
+
+
+def _close(transport: Transport) -> None:
+    try:
+        transport.close()
+    except Exception:  # noqa: BLE001 - closing a dead connection must not mask results
+        pass
+
+
+def _handlers(roles: list[ModuleType], active: list[ModuleType]) -> list[tuple[str, Handler]]:
+    """The handlers this run may run, in dependency order: the active roles' own, and any
+    their handlers trigger (even of a role left out with --roles: a proxy restart still
+    needs the hub to re-add its routes)."""
+    reg = registry()
+    wanted = {h.name for r in active for h in getattr(r, "HANDLERS", [])}
+    grow = list(wanted)
+    while grow:
+        for name in reg.handlers[grow.pop()][1].triggers:
+            if name not in wanted:
+                wanted.add(name)
+                grow.append(name)
+    return [pair for name, pair in reg.handlers.items() if name in wanted]
+
+
+def _apply_roles(hr: HostRun, active: list[ModuleType], request: FactRequest,
+                 facts: Facts) -> None:
+    """Plan and apply each role in order; facts again only after a role changed something."""
+    reg = registry()
+    for index, role in enumerate(active):
+        changed = False
+        allowed = reg.may_notify(role)
+        for action in role.plan(hr.vars, facts):
+            unknown = set(action.notify) - allowed
+            if unknown:  # a programming error: refused before anything is written
+                raise ProvisionError(f"role {role.NAME}: step {action.name!r} notifies "
+                                     f"{', '.join(sorted(unknown))}, which the role does not "
+                                     "declare (HANDLERS or NOTIFIES)", host=hr.host.name,
+                                     step=action.name)
+            result = hr.apply(role.NAME, action)
+            _record(hr, result)
+            if result.status == "failed":
+                raise _Stop()
+            if action.changed:
+                changed = True
+                hr.notified.update(action.notify)
+        if changed and not hr.check and index < len(active) - 1:
+            facts = gather(hr.transport, request)
+
+
+def _run_handlers(hr: HostRun, handlers: list[tuple[str, Handler]]) -> None:
+    """Each due handler once, in order; one that runs first adds what it triggers."""
+    by_name = {h.name: h for _, h in handlers}
+    for role_name, handler in handlers:
+        if handler.name not in hr.notified:
+            continue
+        for name in handler.triggers:
+            target = by_name[name]
+            if name in hr.notified or (target.if_triggered and not target.if_triggered(hr)):
+                continue
+            hr.notified.add(name)
+            if not hr.check:  # remembered on the host, like a notify
+                hr.transport.run(["sh", "-c", 'mkdir -p -m 0700 "$1" && : > "$2"', "sh",
+                                  PENDING_DIR, pending_marker(name)], step=handler.name)
+        result = StepResult(role_name, f"handler: {handler.name}", "changed",
+                            diff=handler.description)
+        if not hr.check:
+            t0 = time.monotonic()
+            try:
+                handler.run(hr)
+                hr.transport.run(["rm", "-f", "--", pending_marker(handler.name)],
+                                 step=handler.name)
+            except UnreachableError:
+                raise
+            except ProvisionError as exc:
+                result.status = "failed"
+                result.error = exc.as_dict()
+            result.duration = time.monotonic() - t0
+        hr.report.handlers.append(handler.name)
+        _record(hr, result)
+        if result.status == "failed":
+            raise _Stop()
+
+
+def converge_host(host: Host, roles: list[ModuleType], *, check: bool, display: Display,
+                  cancel: threading.Event,
+                  transport_factory: Callable[[Host], Transport] = make_transport) -> HostReport:
+    """Apply ``roles`` to one host: connect, gather, apply, handlers; never raises (the
+    report says what happened)."""
+    start = time.monotonic()
+    rep = HostReport(host.name)
+    transport = _connect(host, transport_factory, rep, display)
+    if transport is None:
         rep.duration = time.monotonic() - start
         return rep
     hr = HostRun(host, transport, check=check, display=display, cancel=cancel)
     hr.report = rep
     try:
-        connect = getattr(transport, "connect", None)
-        if connect:
-            connect()
         active = [r for r in roles if role_enabled(r, host.vars)]
-        handlers = [(r.NAME, h) for r in active for h in getattr(r, "HANDLERS", [])]
+        handlers = _handlers(roles, active)
         request = FactRequest(files={pending_marker(h.name) for _, h in handlers})
         for role in active:
             request.merge(role.facts(host.vars))
         facts: Facts = gather(transport, request)
-        notified = hr.notified
-        notified.update(h.name for _, h in handlers if facts.file(pending_marker(h.name)).exists)
-        for index, role in enumerate(active):
-            changed = False
-            for action in role.plan(host.vars, facts):
-                result = hr.apply(role.NAME, action)
-                _record(hr, result)
-                if result.status == "failed":
-                    raise _Stop()
-                if action.changed:
-                    changed = True
-                    notified.update(action.notify)
-            if changed and not check and index < len(active) - 1:
-                facts = gather(transport, request)
-        for role_name, handler in handlers:
-            if handler.name not in notified:
-                continue
-            result = StepResult(role_name, f"handler: {handler.name}", "changed",
-                                diff=handler.description)
-            if not check:
-                t0 = time.monotonic()
-                try:
-                    handler.run(hr)
-                    transport.run(["rm", "-f", "--", pending_marker(handler.name)],
-                                  step=handler.name)
-                except UnreachableError:
-                    raise
-                except ProvisionError as exc:
-                    result.status = "failed"
-                    result.error = exc.as_dict()
-                result.duration = time.monotonic() - t0
-            rep.handlers.append(handler.name)
-            _record(hr, result)
-            if result.status == "failed":
-                raise _Stop()
+        hr.notified.update(h.name for _, h in handlers
+                           if facts.file(pending_marker(h.name)).exists)
+        _apply_roles(hr, active, request, facts)
+        _run_handlers(hr, handlers)
     except _Stop:
         pass
     except UnreachableError as exc:
@@ -216,15 +282,11 @@ def converge_host(host: Host, roles: list[ModuleType], *, check: bool, display: 
 
         rep.error = f"internal error: {type(exc).__name__}: {exc}"
         display.host_failed(host.name, rep.error)
-        rep.steps.append(StepResult("engine", "internal error", "failed", error={
-            "message": rep.error, "command": None, "rc": None,
-            "stderr": traceback.format_exc()}))
+        rep.steps.append(StepResult("engine", "internal error", "failed",
+                                    error=_error(rep.error, traceback.format_exc())))
     finally:
         rep.round_trips = transport.round_trips
-        try:
-            transport.close()
-        except Exception:  # noqa: BLE001 - closing a dead connection must not mask results
-            pass
+        _close(transport)
         rep.duration = time.monotonic() - start
     return rep
 

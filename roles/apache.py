@@ -50,6 +50,8 @@ from ._common import hub_urls, wait_for_url
 
 NAME = "apache"
 
+REQUIRES = ("jupyterhub",)
+
 TLS_MODES = ("off", "selfsigned", "files")
 
 VARIABLES = [

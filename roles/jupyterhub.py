@@ -7,8 +7,8 @@ with the hub's own config loader before it replaces the old one; the old one is 
 ``.prev``. The hub is restarted only when its config, unit, environment or packages
 changed; after a (re)start the handler waits for ``/hub/api`` and, if it never answers,
 puts the previous config back, restarts, and fails the host with the hub's log tail.
-A ``jhprovision`` hub service, whose token is made on the host, lets the users role end
-a locked or removed user's server and session.
+Other roles add to the hub through their ``hub()`` contribution (services with their
+tokens, RBAC roles, config lines, packages): this role renders them all, and names none.
 """
 
 from __future__ import annotations
@@ -18,8 +18,17 @@ from typing import Any
 from provision.errors import ConfigError, ProvisionError
 from provision.facts import FactRequest, Facts
 from provision.render import render
-from provision.role import Handler
+from provision.role import Handler, HubContribution, hub_contributions
 from provision.runner import HostRun
+from provision.stack import (
+    API_ENV_FILE,  # noqa: F401 - re-exported: the tests name it as the role's
+    HUB_HANDLER,
+    HUB_UNIT,
+    PROXY_ENV_FILE,
+    PROXY_UNIT,
+    service_token_file,
+    stack,
+)
 from provision.steps import (
     Action,
     Command,
@@ -34,9 +43,7 @@ from provision.steps import (
 )
 from provision.variables import Var
 
-from ._common import active_users, home_of, hub_api_url, hub_urls, wait_for_url
-from .proxy import ENV_FILE
-from .proxy import UNIT as PROXY_UNIT
+from ._common import active_users, home_of, hub_urls, wait_for_url
 
 NAME = "jupyterhub"
 
@@ -96,21 +103,30 @@ VARIABLES = [
         "jupyterhub_config.py (checked to compile and load before it is installed)."),
 ]
 
-UNIT = "jupyterhub.service"
-# The token of the "jhprovision" hub service (admin:users, admin:servers), used on the host
-# itself to stop a locked or removed user's server and end their hub session.
-API_ENV_FILE = "/etc/jupyterhub/jhprovision-api.env"
-API_SERVICE = "jhprovision"
+AFTER = ("users", "wheel")
+REQUIRES = ("proxy",)
+
+UNIT = HUB_UNIT
 UNIT_PATH = f"/etc/systemd/system/{UNIT}"
-HANDLER = "restart jupyterhub"
+HANDLER = HUB_HANDLER
 
 
 def config_path(v: dict[str, Any]) -> str:
-    return f"{v['jupyterhub_config_dir']}/jupyterhub_config.py"
+    return stack(v).hub_config
 
 
 def secret_path(v: dict[str, Any]) -> str:
-    return f"{v['jupyterhub_state_dir']}/jupyterhub_cookie_secret"
+    return stack(v).hub_cookie_secret
+
+
+def contributions(v: dict[str, Any]) -> list[HubContribution]:
+    return hub_contributions(v)
+
+
+def token_services(v: dict[str, Any]) -> list[dict[str, str]]:
+    """Contributed services whose API token the host keeps in a 0600 file."""
+    return [dict(name=s.name, token_env=s.token_env, role=c.role)
+            for c in contributions(v) for s in c.services if s.token_env]
 
 
 def check(v: dict[str, Any]) -> list[tuple[str, str]]:
@@ -146,29 +162,35 @@ def check(v: dict[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
-def proxy_api_url(v: dict[str, Any]) -> str:
-    ip = v["proxy_api_ip"] or "127.0.0.1"
-    return f"http://{'[' + ip + ']' if ':' in ip else ip}:{v['proxy_api_port']}"
-
-
 def requirements(v: dict[str, Any]) -> list[str]:
+    contributed = [p for c in contributions(v) for p in c.packages]
     return [f"jupyterhub=={v['jupyterhub_version']}", f"jupyterlab=={v['jupyterlab_version']}",
-            f"notebook=={v['notebook_version']}", *v["jupyterhub_extra_packages"]]
+            f"notebook=={v['notebook_version']}", *contributed, *v["jupyterhub_extra_packages"]]
+
+
+def _hub_context(v: dict[str, Any]) -> dict[str, Any]:
+    services, roles, config = [], [], []
+    for c in contributions(v):
+        services += [dict(role=c.role, description=s.description, literal=s.literal(),
+                          token_env=s.token_env) for s in c.services]
+        roles += [dict(role=c.role, literal=r.literal()) for r in c.roles]
+        config += [(c.role, key, value) for key, value in c.config]
+    return dict(hub_services=services, hub_roles=roles, hub_config=config)
 
 
 def render_config(v: dict[str, Any]) -> str:
-    urls = hub_urls(v)
+    st = stack(v)
     admin_groups = v["jupyterhub_admin_groups"]
     if admin_groups is None:
         admin_groups = [v["wheel_group"]]
     ctx = dict(
         v,
-        hub_bind_url=urls.bind_url,
-        proxy_api_url=proxy_api_url(v),
-        cookie_secret_file=secret_path(v),
-        db_url=f"sqlite:///{v['jupyterhub_state_dir']}/jupyterhub.sqlite",
-        singleuser_cmd=f"{v['jupyterhub_venv']}/bin/jupyterhub-singleuser",
-        api_service=API_SERVICE,
+        **_hub_context(v),
+        hub_bind_url=st.urls.bind_url,
+        proxy_api_url=st.proxy_api_url,
+        cookie_secret_file=st.hub_cookie_secret,
+        db_url=st.hub_db_url,
+        singleuser_cmd=f"{st.hub_venv}/bin/jupyterhub-singleuser",
         allowed_groups={v["users_hub_group"], *v["jupyterhub_allowed_groups"]},
         admin_groups=set(admin_groups),
         jupyterhub_admin_users=set(v["jupyterhub_admin_users"]),
@@ -185,7 +207,8 @@ def render_config(v: dict[str, Any]) -> str:
 
 def render_unit(v: dict[str, Any]) -> str:
     return render("jupyterhub/jupyterhub.service.j2", dict(
-        v, proxy_unit=PROXY_UNIT, proxy_env_file=ENV_FILE, api_env_file=API_ENV_FILE,
+        v, proxy_unit=PROXY_UNIT, proxy_env_file=PROXY_ENV_FILE,
+        token_services=token_services(v), token_file=service_token_file,
         config_file=config_path(v)))
 
 
@@ -195,7 +218,7 @@ def facts(v: dict[str, Any]) -> FactRequest:
         venvs={v["jupyterhub_venv"]},
         files={v["jupyterhub_config_dir"], v["jupyterhub_state_dir"]},
         content={config_path(v), UNIT_PATH},
-        secret={secret_path(v), API_ENV_FILE},
+        secret={secret_path(v), *(service_token_file(s["name"]) for s in token_services(v))},
         units={UNIT},
     )
     nb = v["jupyterhub_notebook_dir"]
@@ -231,8 +254,9 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
         plan_directory(facts, v["jupyterhub_config_dir"], mode="0755"),
         plan_directory(facts, v["jupyterhub_state_dir"], mode="0700"),
         plan_secret(facts, secret_path(v), notify=(HANDLER,)),
-        plan_secret(facts, API_ENV_FILE, prefix="JHPROVISION_API_TOKEN=", notify=(HANDLER,)),
     ]
+    actions += [plan_secret(facts, service_token_file(s["name"]), prefix=f"{s['token_env']}=",
+                            notify=(HANDLER,)) for s in token_services(v)]
     cfg = plan_file(facts, config_path(v), config, mode="0644", validate=list(loader),
                     notify=(HANDLER,))
     if any(isinstance(op, Upload) for op in cfg.ops) and facts.file(config_path(v)).exists:
@@ -247,7 +271,7 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
 
 
 def wait_for_api(run: HostRun, limit: float = 90) -> bool:
-    return wait_for_url(run, hub_api_url(run.vars), limit, step=HANDLER).rc == 0
+    return wait_for_url(run, stack(run.vars).hub_api_url, limit, step=HANDLER).rc == 0
 
 
 def restart_hub(run: HostRun) -> None:
@@ -275,5 +299,10 @@ def restart_hub(run: HostRun) -> None:
                          command=f"systemctl restart {UNIT}", stderr=log)
 
 
+def hub_is_active(run: HostRun) -> bool:
+    return run.run(["systemctl", "is-active", "--quiet", "--", UNIT], check=False).rc == 0
+
+
 HANDLERS = [Handler(HANDLER, restart_hub, "restart jupyterhub, wait for /hub/api "
-                    "(roll back the config if it does not answer)")]
+                    "(roll back the config if it does not answer)",
+                    if_triggered=hub_is_active)]

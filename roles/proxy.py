@@ -15,6 +15,7 @@ from provision.facts import FactRequest, Facts
 from provision.render import render
 from provision.role import Handler
 from provision.runner import HostRun
+from provision.stack import HUB_HANDLER, PROXY_ENV_FILE, PROXY_HANDLER, PROXY_UNIT, hub_urls, stack
 from provision.steps import (
     Action,
     Command,
@@ -29,10 +30,9 @@ from provision.steps import (
 )
 from provision.variables import Var
 
-from . import nodejs
-from ._common import hub_urls
-
 NAME = "proxy"
+
+REQUIRES = ("nodejs",)
 
 VARIABLES = [
     Var("proxy_version", "5.3.0", "version", "configurable-http-proxy version (npm). 5.2+ "
@@ -50,13 +50,14 @@ VARIABLES = [
 # Minimum Node.js major each release line declares in engines.node, for the check made
 # before anything is installed; the installed package.json is preferred when present.
 ENGINES_MIN_MAJOR = {"4.": 10, "5.0.": 18, "5.1.": 18, "5.2.": 20, "5.3.": 20}
-UNIT = "configurable-http-proxy.service"
+UNIT = PROXY_UNIT
 UNIT_PATH = f"/etc/systemd/system/{UNIT}"
-ENV_FILE = "/etc/jupyterhub/proxy.env"
+ENV_FILE = PROXY_ENV_FILE
+HANDLER = PROXY_HANDLER
 
 
 def _path_env(v: dict[str, Any], facts: Facts) -> str:
-    return f"{v['proxy_prefix']}/bin:{nodejs.bin_dir(v, facts)}:/usr/sbin:/usr/bin:/sbin:/bin"
+    return stack(v).proxy_path_env(facts)
 
 
 def required_major(v: dict[str, Any], facts: Facts) -> tuple[int | None, str]:
@@ -102,7 +103,7 @@ def unit_context(v: dict[str, Any], facts: Facts) -> dict[str, Any]:
 
 def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
     actions = []
-    node = nodejs.expected_version(v, facts)
+    node = stack(v).node_expected(facts)
     need, rng = required_major(v, facts)
     if node and need and int(node.split(".")[0]) < need:
         return [Action("node version check", ops=[Refuse(
@@ -119,30 +120,22 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
         actions.append(act)
     actions.append(plan_directory(facts, "/etc/jupyterhub", mode="0755"))
     actions.append(plan_secret(facts, ENV_FILE, prefix="CONFIGPROXY_AUTH_TOKEN=",
-                               notify=("restart proxy",)))
+                               notify=(HANDLER,)))
     actions.append(plan_npm(facts, v["proxy_prefix"], "configurable-http-proxy",
-                            v["proxy_version"], npm=nodejs.npm_argv(v, facts),
-                            path_env=_path_env(v, facts), notify=("restart proxy",)))
+                            v["proxy_version"], npm=stack(v).npm_argv(facts),
+                            path_env=_path_env(v, facts), notify=(HANDLER,)))
     actions.append(plan_unit(facts, UNIT_PATH, render("proxy/configurable-http-proxy.service.j2",
                                                       unit_context(v, facts)),
-                             notify=("restart proxy",)))
-    actions.append(plan_service_started_by(facts, UNIT, "restart proxy"))
+                             notify=(HANDLER,)))
+    actions.append(plan_service_started_by(facts, UNIT, HANDLER))
     return actions
 
 
 def restart_proxy(run: HostRun) -> None:
-    """(Re)start the proxy; then restart a running hub, which re-adds its routes to the
-    fresh proxy (unless the hub's own restart is already due in this run)."""
-    from .jupyterhub import HANDLER as HUB_HANDLER
-    from .jupyterhub import UNIT as HUB_UNIT
-    from .jupyterhub import restart_hub
-
-    run.run(["systemctl", "restart", "--", UNIT], timeout=120, step="restart proxy")
-    if HUB_HANDLER in run.notified:
-        return
-    if run.run(["systemctl", "is-active", "--quiet", "--", HUB_UNIT], check=False).rc == 0:
-        restart_hub(run)
+    """(Re)start the proxy. A running hub must then re-add its routes to the fresh proxy:
+    this handler triggers the hub's restart, which runs only if the hub is active."""
+    run.run(["systemctl", "restart", "--", UNIT], timeout=120, step=HANDLER)
 
 
-HANDLERS = [Handler("restart proxy", restart_proxy, "restart configurable-http-proxy (and "
-                    "the hub, which re-adds its routes)")]
+HANDLERS = [Handler(HANDLER, restart_proxy, "restart configurable-http-proxy (and "
+                    "the hub, which re-adds its routes)", triggers=(HUB_HANDLER,))]

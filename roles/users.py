@@ -11,6 +11,8 @@ import re
 from typing import Any
 
 from provision.facts import FactRequest, Facts
+from provision.role import HubContribution, HubRole, HubService
+from provision.stack import API_ENV_FILE, API_SERVICE, API_TOKEN_ENV
 from provision.steps import (Action, Command, Refuse, plan_directory, plan_file, plan_group,
                              plan_user)
 from provision.variables import Var, check_username, suggest
@@ -150,12 +152,20 @@ exit 0
 
 def end_session(v: dict[str, Any], name: str) -> Action:
     """Stop ``name``'s notebook server, end their hub session and their processes."""
-    from .jupyterhub import API_ENV_FILE
-
     return Action(f"end {name}'s session", ops=[Command(
         ["sh", "-c", END_SESSION, "sh", name, hub_api_url(v), API_ENV_FILE],
         display=f"end {name}'s session: hub server and login, then processes",
         timeout=120)], diff=f"- {name}: running server, hub session and processes ended")
+
+
+def hub(v: dict[str, Any]) -> HubContribution:
+    """The hub service through which a locked or removed user's session is ended."""
+    return HubContribution(
+        services=[HubService(API_SERVICE, "ends a locked or removed user's server and hub "
+                             "session (invoke remove-user)",
+                             token_env=API_TOKEN_ENV)],
+        roles=[HubRole(API_SERVICE, ["admin:users", "admin:servers"],
+                       services=[API_SERVICE])])
 
 
 def facts(v: dict[str, Any]) -> FactRequest:

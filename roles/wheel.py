@@ -20,6 +20,8 @@ from ._common import admins, managed_names
 
 NAME = "wheel"
 
+AFTER = ("users",)
+
 VARIABLES = [
     Var("wheel_group", "wheel", "group", "Administrators' group: sudo rights and JupyterHub "
         "admin (through admin_groups)."),
