@@ -12,6 +12,7 @@ from invoke import Collection, Exit, task
 
 from provision import api
 from provision.errors import ConfigError
+from provision.role import registry
 
 HELP_COMMON = {
     "hosts": "Hosts, groups, globs or 'all', comma-separated ('lab1,lab2', 'lab', '!lab3').",
@@ -45,8 +46,8 @@ def _guard(fn):
         "var": "Override a variable for this run: --var jupyterhub_port=8080 (repeatable).",
         "retry-failed": "Run again only on the hosts that failed or were unreachable last time.",
         "verbose": "Also list steps that were already ok.",
-        "roles": "Only these roles, comma-separated (users,wheel,nodejs,proxy,jupyterhub,"
-                 "apache).",
+        "roles": "Only these roles, comma-separated; they run in their own order: "
+                 + ",".join(registry().names) + ".",
     },
     iterable=["var"],
 )
@@ -149,11 +150,11 @@ def verify(c, hosts="all", inventory=None, smoke=None, password_file=None, junit
 
 @task
 def docs(c):
-    """Regenerate docs/variables.md from the roles' VARIABLES lists."""
-    from provision.docs import write_variables_doc
+    """Regenerate docs/variables.md and the README's role table from the role registry."""
+    from provision.docs import write_readme_roles, write_variables_doc
 
-    path = write_variables_doc()
-    print(f"wrote {path}")
+    for path in (write_variables_doc(), write_readme_roles()):
+        print(f"wrote {path}")
 
 
 ns = Collection(provision, add_user, remove_user, verify, docs)

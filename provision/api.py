@@ -94,7 +94,7 @@ def hash_password(password: str) -> str:
 def _next_uid(inv: Inventory) -> int:
     """The first uid from users_uid_min that no inventory user has on any host (counting
     the uids given to users listed without one)."""
-    from roles._common import users
+    from .stack import users
 
     from .config import all_variables, defaults
     from .role import load_roles

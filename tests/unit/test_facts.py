@@ -31,7 +31,8 @@ from provision.facts import (
     parse_passwd,
     parse_systemctl_show,
 )
-from provision.transport import FakeTransport, LocalTransport
+from faketransport import FakeTransport
+from provision.transport import LocalTransport
 
 SHADOW_KEYS = {"status", "last_change", "expire", "locked_hash", "password_matches"}
 

@@ -16,7 +16,7 @@ from hostmodel import fresh, inventory_vars
 from provision.facts import FactRequest
 from provision.render import py_literal
 from provision.steps import Upload, UserSpec, plan_directory, plan_file, plan_user
-from provision.transport import FakeTransport
+from faketransport import FakeTransport
 from roles import jupyterhub
 
 FEW = settings(max_examples=40, deadline=None,

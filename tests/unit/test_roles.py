@@ -48,7 +48,7 @@ def changes(actions: list[Action]) -> str:
 
 
 def plan_role(name: str, v: dict[str, Any], host: HostState) -> list[Action]:
-    return role(name).plan(v, host.facts(request_for(v)))
+    return role(name).plan(v, host.facts(request_for(v)).restrict(role(name).facts(v)))
 
 
 def names(actions: list[Action]) -> list[str]:

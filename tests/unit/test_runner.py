@@ -7,17 +7,15 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-
-
-from hostmodel import ALICE_HASH, ROLES, DEBIAN_NODE, HostState, converged, fresh, inventory_vars
+from faketransport import FakeTransport
+from hostmodel import ALICE_HASH, DEBIAN_NODE, ROLES, HostState, converged, fresh, inventory_vars
 from provision.display import Display
 from provision.errors import UnreachableError
+from provision.facts import COLLECTOR_ARGV
 from provision.inventory import Host
 from provision.runner import PENDING_DIR, pending_marker, run
-from provision.transport import PUT_SCRIPT, FakeTransport, Transport
+from provision.transport import PUT_SCRIPT, Transport
 from roles import jupyterhub, proxy
-
-from provision.facts import COLLECTOR_ARGV  # noqa: E402
 
 GATHER = COLLECTOR_ARGV
 Fail = Callable[[list[str]], tuple[int, str, str] | None]

@@ -1,0 +1,271 @@
+"""The role contract: order from declarations, handlers and triggers checked when the roles
+load, per-role fact views, and the import rules (no role imports another; the engine never
+imports a role)."""
+
+from __future__ import annotations
+
+import ast
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hostmodel import converged, inventory_vars
+from provision.config import REPO
+from provision.facts import FactRequest, UnrequestedFact
+from provision.role import Registry, RoleError, registry
+from provision.runner import pending_marker
+from roles import jupyterhub, proxy
+from test_runner import GATHER, Lab
+
+
+# ---------------------------------------------------------------- the registry, real roles
+def test_order_is_computed_from_the_declarations():
+    assert registry().names == ["users", "wheel", "nodejs", "proxy", "jupyterhub", "apache"]
+    order = registry().names
+    for role in registry().roles:
+        for dep in (*getattr(role, "AFTER", ()), *getattr(role, "REQUIRES", ())):
+            assert order.index(dep) < order.index(role.NAME), (role.NAME, dep)
+
+
+def test_every_notify_a_role_plans_is_a_declared_handler():
+    v = inventory_vars(jupyterhub_notebook_dir="~/nb")
+    reg = registry()
+    for state in (converged(v), __import__("hostmodel").fresh()):
+        facts = state.facts(state.everything().merge(_request(v)))
+        for role in reg.roles:
+            if role.NAME == "apache":
+                continue
+            for action in role.plan(v, facts.restrict(role.facts(v))):
+                assert set(action.notify) <= reg.may_notify(role), (role.NAME, action.name)
+
+
+def _request(v):
+    req = FactRequest()
+    for role in registry().roles:
+        req.merge(role.facts(v))
+    return req
+
+
+# ------------------------------------------------------------- the registry, bad packages
+def make_package(tmp_path: Path, name: str, modules: dict[str, str]) -> str:
+    pkg = tmp_path / name
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    for mod, body in modules.items():
+        (pkg / f"{mod}.py").write_text(textwrap.dedent(body))
+    sys.path.insert(0, str(tmp_path))
+    return name
+
+
+ROLE = """
+from provision.role import Handler
+NAME = {name!r}
+VARIABLES = []
+{extra}
+def facts(v):
+    from provision.facts import FactRequest
+    return FactRequest()
+def plan(v, facts):
+    return []
+"""
+
+
+def role_src(name: str, extra: str = "") -> str:
+    return ROLE.format(name=name, extra=extra)
+
+
+@pytest.fixture
+def pkg(tmp_path, monkeypatch):
+    made = []
+
+    def make(modules: dict[str, str]) -> str:
+        name = f"fakeroles{len(made)}_{tmp_path.name.replace('-', '_')}"
+        made.append(make_package(tmp_path, name, modules))
+        return name
+
+    yield make
+    for name in made:
+        for mod in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+            del sys.modules[mod]
+    sys.path.remove(str(tmp_path)) if str(tmp_path) in sys.path else None
+
+
+def test_helpers_are_not_roles_and_ties_break_by_name(pkg):
+    name = pkg({"b": role_src("b"), "a": role_src("a"), "c": role_src("c", "AFTER = ('b',)"),
+                "_helper": "X = 1\n"})
+    assert Registry(name).names == ["a", "b", "c"]
+
+
+def test_a_cycle_is_refused_when_the_roles_load(pkg):
+    name = pkg({"a": role_src("a", "AFTER = ('b',)"), "b": role_src("b", "REQUIRES = ('a',)")})
+    with pytest.raises(RoleError, match="roles a, b: their AFTER/REQUIRES form a cycle"):
+        Registry(name)
+
+
+def test_an_unknown_role_name_is_refused(pkg):
+    name = pkg({"a": role_src("a", "AFTER = ('userz',)")})
+    with pytest.raises(RoleError, match="role a: AFTER/REQUIRES names no role userz"):
+        Registry(name)
+
+
+def test_an_unknown_notify_is_refused(pkg):
+    name = pkg({"a": role_src("a", "HANDLERS = [Handler('restart a', print)]\n"
+                                   "NOTIFIES = ('restart b',)")})
+    with pytest.raises(RoleError, match="NOTIFIES 'restart b', which no role handles"):
+        Registry(name)
+
+
+def test_a_trigger_must_name_a_later_handler(pkg):
+    unknown = pkg({"a": role_src("a", "HANDLERS = [Handler('ha', print, triggers=('hz',))]")})
+    with pytest.raises(RoleError, match="triggers 'hz', which no role handles"):
+        Registry(unknown)
+    backwards = pkg({"a": role_src("a", "HANDLERS = [Handler('ha', print)]"),
+                     "b": role_src("b", "AFTER = ('a',)\n"
+                                   "HANDLERS = [Handler('hb', print, triggers=('ha',))]")})
+    with pytest.raises(RoleError, match="role a must come after b"):
+        Registry(backwards)
+
+
+def test_one_handler_name_belongs_to_one_role(pkg):
+    name = pkg({"a": role_src("a", "HANDLERS = [Handler('h', print)]"),
+                "b": role_src("b", "HANDLERS = [Handler('h', print)]")})
+    with pytest.raises(RoleError, match="declared by roles a and b"):
+        Registry(name)
+
+
+# ------------------------------------------------------------------ handlers and triggers
+def restarts(lab: Lab) -> list[str]:
+    return [a[3] for a in lab.argvs("lab1") if a[:2] == ["systemctl", "restart"]]
+
+
+def test_proxy_restart_triggers_a_running_hub_once():
+    v = inventory_vars()
+    host = converged(v)
+    host.add_file(pending_marker(proxy.HANDLER), "")
+    lab = Lab({"lab1": host}, v)
+    rep = lab.run().hosts["lab1"]
+    assert not rep.failed, rep.error
+    assert rep.handlers == [proxy.HANDLER, jupyterhub.HANDLER]
+    assert restarts(lab) == [proxy.UNIT, jupyterhub.UNIT]
+    argvs = lab.argvs("lab1")
+    # the triggered restart is remembered on the host before the proxy goes down
+    marker = next(i for i, a in enumerate(argvs) if pending_marker(jupyterhub.HANDLER) in a)
+    assert marker < argvs.index(["systemctl", "restart", "--", proxy.UNIT])
+    assert argvs[-1] == ["rm", "-f", "--", pending_marker(jupyterhub.HANDLER)]
+
+
+def test_proxy_restart_leaves_a_stopped_hub_stopped():
+    v = inventory_vars()
+    host = converged(v)
+    host.add_file(pending_marker(proxy.HANDLER), "")
+    inactive = ["systemctl", "is-active", "--quiet", "--", jupyterhub.UNIT]
+    lab = Lab({"lab1": host}, v, fail={"lab1": lambda a: (3, "", "") if a == inactive else None})
+    rep = lab.run().hosts["lab1"]
+    assert rep.handlers == [proxy.HANDLER]
+    assert restarts(lab) == [proxy.UNIT]
+
+
+def test_a_notified_hub_is_not_asked_whether_it_runs():
+    v = inventory_vars()
+    host = converged(v)
+    host.add_file(pending_marker(proxy.HANDLER), "")
+    host.add_file(pending_marker(jupyterhub.HANDLER), "")
+    lab = Lab({"lab1": host}, v)
+    rep = lab.run().hosts["lab1"]
+    assert rep.handlers == [proxy.HANDLER, jupyterhub.HANDLER]
+    assert restarts(lab) == [proxy.UNIT, jupyterhub.UNIT]
+    assert not any(a[:2] == ["systemctl", "is-active"] for a in lab.argvs("lab1"))
+
+
+def test_triggered_handler_runs_even_when_its_role_is_left_out():
+    v = inventory_vars()
+    host = converged(v)
+    host.add_file(pending_marker(proxy.HANDLER), "")
+    lab = Lab({"lab1": host}, v)
+    from provision import runner
+    from provision.display import Display
+    from provision.inventory import Host
+
+    only_proxy = [r for r in registry().roles if r.NAME in ("nodejs", "proxy")]
+    report = runner.run([Host("lab1", vars=dict(v, inventory_hostname="lab1"))], only_proxy,
+                        display=Display(lab.out, color=False), transport_factory=lab.factory)
+    assert report.hosts["lab1"].handlers == [proxy.HANDLER, jupyterhub.HANDLER]
+
+
+def test_an_undeclared_notify_fails_the_host_before_anything_runs(monkeypatch):
+    from roles import wheel
+
+    v = inventory_vars(wheel_group="admins")
+    real = wheel.plan
+
+    def plan(v, facts):
+        actions = real(v, facts)
+        actions[0].notify = ("restart jupyterhub",)
+        return actions
+
+    monkeypatch.setattr(wheel, "plan", plan)
+    lab = Lab({"lab1": converged(inventory_vars())}, v)
+    rep = lab.run().hosts["lab1"]
+    assert rep.failed
+    assert "role wheel: step 'group admins' notifies restart jupyterhub, which the role " \
+           "does not declare" in rep.error
+    assert lab.argvs("lab1") == [GATHER]
+
+
+# ----------------------------------------------------------------------- per-role facts
+def test_a_role_reading_a_fact_it_did_not_request_fails_naming_it():
+    v = inventory_vars()
+    host = converged(v)
+    facts = host.facts(host.everything()).restrict(FactRequest(files={"/etc/jupyterhub"}))
+    assert facts.file("/etc/jupyterhub").exists
+    with pytest.raises(UnrequestedFact, match="file '/etc/sudoers.d/jhprovision-wheel' was "
+                       "read but not requested"):
+        facts.file("/etc/sudoers.d/jhprovision-wheel")
+    with pytest.raises(UnrequestedFact, match="unit 'jupyterhub.service'"):
+        facts.unit(jupyterhub.UNIT)
+    with pytest.raises(UnrequestedFact, match="venv '/opt/jupyterhub'"):
+        facts.venv("/opt/jupyterhub")
+
+
+def test_a_home_path_is_requested_by_its_real_path_or_the_future_one():
+    v = inventory_vars()
+    host = converged(v)
+    req = FactRequest(files={"~alice/.ssh", "~zed/.ssh"})
+    facts = host.facts(req).restrict(req)
+    assert facts.file("/home/alice/.ssh") is not None
+    assert not facts.file("/home/zed/.ssh").exists  # no account yet: useradd's default
+    with pytest.raises(UnrequestedFact):
+        facts.file("/home/bob/.ssh")
+
+
+# ------------------------------------------------------------------------- import rules
+def imports_of(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = ("." * node.level) + (node.module or "")
+            out.add(base)
+            sep = "" if base.endswith(".") else "."
+            out |= {f"{base}{sep}{a.name}" for a in node.names}
+    return out
+
+
+def test_no_role_imports_another_role():
+    names = set(registry().names)
+    for path in sorted((REPO / "roles").glob("*.py")):
+        for imported in imports_of(path):
+            parts = imported.lstrip(".").split(".")
+            relative_role = imported.startswith(".") and parts[0] in names
+            absolute_role = imported.startswith("roles.") and parts[1:2] and parts[1] in names
+            assert not (relative_role or absolute_role), f"{path.name} imports {imported}"
+
+
+def test_the_engine_never_imports_a_role():
+    for path in sorted((REPO / "provision").rglob("*.py")):
+        for imported in imports_of(path):
+            assert not (imported == "roles" or imported.startswith("roles.")), \
+                f"{path.relative_to(REPO)} imports {imported}"
