@@ -31,8 +31,16 @@ PENDING_DIR = "/var/lib/jhprovision/pending"
 PROGRESS_EVERY = 15.0
 
 
+MARK_PENDING = 'mkdir -p -m 0700 "$1" && : > "$2"'
+
+
 def pending_marker(handler: str) -> str:
     return f"{PENDING_DIR}/{handler.replace(' ', '-')}"
+
+
+def mark_pending_argv(handler: str) -> list[str]:
+    """Remember on the host that ``handler`` is due (cleared once it ran)."""
+    return ["sh", "-c", MARK_PENDING, "sh", PENDING_DIR, pending_marker(handler)]
 
 
 def make_transport(host: Host) -> Transport:
@@ -100,8 +108,7 @@ class HostRun:
             for name in set(action.notify) - self._marked:
                 # Remember the handler on the host first: if this run dies before handlers
                 # run, the next run still restarts what this change needs restarted.
-                self.transport.run(["sh", "-c", 'mkdir -p -m 0700 "$1" && : > "$2"', "sh",
-                                    PENDING_DIR, pending_marker(name)], step=action.name)
+                self.transport.run(mark_pending_argv(name), step=action.name)
                 self._marked.add(name)
             for op in action.ops:
                 if isinstance(op, Upload):
@@ -221,8 +228,7 @@ def _run_handlers(hr: HostRun, handlers: list[tuple[str, Handler]]) -> None:
                 continue
             hr.notified.add(name)
             if not hr.check:  # remembered on the host, like a notify
-                hr.transport.run(["sh", "-c", 'mkdir -p -m 0700 "$1" && : > "$2"', "sh",
-                                  PENDING_DIR, pending_marker(name)], step=handler.name)
+                hr.transport.run(mark_pending_argv(name), step=handler.name)
         result = StepResult(role_name, f"handler: {handler.name}", "changed",
                             diff=handler.description)
         if not hr.check:

