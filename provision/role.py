@@ -10,7 +10,8 @@ exposing:
 - ``REQUIRES`` (optional): roles that must exist and run before this one;
 - ``enabled(v) -> bool`` (optional; default True): whether the role applies to a host;
 - ``facts(v) -> FactRequest``: what it needs to read from the host;
-- ``plan(v, facts) -> list[Action]``: what it ensures, in order;
+- ``plan(v, facts) -> list[Action]``: what it ensures, in order (a role without ``plan``
+  and ``facts`` only contributes to the hub, and costs no round trip);
 - ``HANDLERS`` (optional): list of ``Handler``, run once at the end when notified;
 - ``NOTIFIES`` (optional): other roles' handlers its actions may notify (its own
   handlers need not be listed);
@@ -138,9 +139,28 @@ def _discover(package: str) -> list[ModuleType]:
     return [importlib.import_module(f"{package}.{n}") for n in names]
 
 
+def _check_module(m: ModuleType) -> None:
+    where = m.__name__
+    if not isinstance(getattr(m, "NAME", None), str) or not _NAME_RE.fullmatch(m.NAME):
+        raise RoleError(f"{where}: a role needs NAME, a short lower-case name")
+    if not isinstance(getattr(m, "VARIABLES", None), list):
+        raise RoleError(f"role {m.NAME}: VARIABLES must be a list of Var (may be empty)")
+    if hasattr(m, "plan") != hasattr(m, "facts"):
+        raise RoleError(f"role {m.NAME}: plan() and facts() go together (a role without "
+                        "steps has neither)")
+    if not any(hasattr(m, f) for f in ("plan", "hub")):
+        raise RoleError(f"role {m.NAME}: has neither plan() nor hub(): it would do nothing")
+
+
 def _order(modules: list[ModuleType]) -> list[ModuleType]:
     """Roles in dependency order (ties: by name, so the order never depends on chance)."""
-    by_name = {m.NAME: m for m in modules}
+    by_name: dict[str, ModuleType] = {}
+    for m in modules:
+        _check_module(m)
+        if m.NAME in by_name:
+            raise RoleError(f"modules {by_name[m.NAME].__name__} and {m.__name__} are both "
+                            f"role {m.NAME}")
+        by_name[m.NAME] = m
     deps: dict[str, set[str]] = {}
     for m in modules:
         wanted = set(getattr(m, "AFTER", ())) | set(getattr(m, "REQUIRES", ()))

@@ -263,8 +263,9 @@ def converge_host(host: Host, roles: list[ModuleType], *, check: bool, display: 
     hr = HostRun(host, transport, check=check, display=display, cancel=cancel)
     hr.report = rep
     try:
-        active = [r for r in roles if role_enabled(r, host.vars)]
-        handlers = _handlers(roles, active)
+        enabled = [r for r in roles if role_enabled(r, host.vars)]
+        handlers = _handlers(roles, enabled)
+        active = [r for r in enabled if hasattr(r, "plan")]  # the others only contribute
         request = FactRequest(files={pending_marker(h.name) for _, h in handlers})
         requests = [role.facts(host.vars) for role in active]
         for one in requests:

@@ -164,3 +164,18 @@ def test_smoke_login_spawn_lab(host, hv, request):
     password = Path(pw_file).read_text().splitlines()[0] if pw_file else ""
     client = hub_client_from_here(host, hv)
     client.smoke(user, password)
+
+
+@pytest.mark.only_if(lambda hv: hv["jupyterhub_idle_timeout"] > 0)
+def test_idle_culler_runs_under_the_hub(host, hv):
+    venv = hv["jupyterhub_venv"]
+    out = host.run(f"{venv}/bin/python -c \"import importlib.metadata as m; "
+                   "print(m.version('jupyterhub-idle-culler'))\"")
+    assert out.stdout.strip() == hv["jupyterhub_idle_culler_version"], (
+        f"jupyterhub-idle-culler expected {hv['jupyterhub_idle_culler_version']} in {venv}, "
+        f"found {out.stdout.strip() or out.stderr.strip()[-200:]}")
+    hub_pid = int(host.run(f"systemctl show -p MainPID --value {jupyterhub.UNIT}").stdout)
+    procs = host.run(f"pgrep -f -a -P {hub_pid} jupyterhub_idle_culler")
+    assert procs.rc == 0, (f"no jupyterhub_idle_culler process under the hub (pid {hub_pid}): "
+                           "is the idle-culler service in jupyterhub_config.py?")
+    assert f"--timeout={hv['jupyterhub_idle_timeout']}" in procs.stdout, procs.stdout

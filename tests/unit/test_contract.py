@@ -22,7 +22,8 @@ from test_runner import GATHER, Lab
 
 # ---------------------------------------------------------------- the registry, real roles
 def test_order_is_computed_from_the_declarations():
-    assert registry().names == ["users", "wheel", "nodejs", "proxy", "jupyterhub", "apache"]
+    assert registry().names == ["users", "wheel", "nodejs", "proxy", "jupyterhub", "apache",
+                                "culler"]
     order = registry().names
     for role in registry().roles:
         for dep in (*getattr(role, "AFTER", ()), *getattr(role, "REQUIRES", ())):
@@ -35,7 +36,7 @@ def test_every_notify_a_role_plans_is_a_declared_handler():
     for state in (converged(v), __import__("hostmodel").fresh()):
         facts = state.facts(state.everything().merge(_request(v)))
         for role in reg.roles:
-            if role.NAME == "apache":
+            if role.NAME == "apache" or not hasattr(role, "plan"):
                 continue
             for action in role.plan(v, facts.restrict(role.facts(v))):
                 assert set(action.notify) <= reg.may_notify(role), (role.NAME, action.name)
@@ -44,7 +45,8 @@ def test_every_notify_a_role_plans_is_a_declared_handler():
 def _request(v):
     req = FactRequest()
     for role in registry().roles:
-        req.merge(role.facts(v))
+        if hasattr(role, "facts"):
+            req.merge(role.facts(v))
     return req
 
 
@@ -270,3 +272,32 @@ def test_the_engine_never_imports_a_role():
         for imported in imports_of(path):
             assert not (imported == "roles" or imported.startswith("roles.")), \
                 f"{path.relative_to(REPO)} imports {imported}"
+
+
+def test_no_template_names_another_role():
+    import re
+
+    names = registry().names
+    for folder in sorted(p for p in (REPO / "templates").iterdir() if p.is_dir()):
+        others = [n for n in names if n != folder.name]
+        alt = "|".join(others)
+        pattern = re.compile(rf"\b(?:role ({alt})\b|({alt}) role\b)")
+        for path in folder.rglob("*.j2"):
+            found = pattern.search(path.read_text())
+            assert not found, f"{path.relative_to(REPO)} names role {found.group(0)!r}"
+
+
+@pytest.mark.parametrize("body, message", [
+    ("VARIABLES = []\ndef hub(v): pass\n", "a role needs NAME"),
+    ("NAME = 'a'\ndef hub(v): pass\n", "role a: VARIABLES must be a list"),
+    ("NAME = 'a'\nVARIABLES = []\ndef plan(v, f): return []\n", "plan() and facts() go"),
+    ("NAME = 'a'\nVARIABLES = []\n", "has neither plan() nor hub()"),
+])
+def test_a_module_that_breaks_the_contract_is_refused(pkg, body, message):
+    with pytest.raises(RoleError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Registry(pkg({"a": body}))
+
+
+def test_two_modules_with_one_role_name_are_refused(pkg):
+    with pytest.raises(RoleError, match="are both role a"):
+        Registry(pkg({"a": role_src("a"), "b": role_src("a")}))

@@ -202,7 +202,8 @@ def test_jupyterhub_on_fresh_host():
     ]
     pip = by_name(actions, "jupyterhub packages")
     assert argvs(pip)[0] == ["/usr/bin/python3", "-m", "venv", "--", "/opt/jupyterhub"]
-    assert argvs(pip)[1][-3:] == ["jupyterhub==6.1.1", "jupyterlab==4.6.6", "notebook==7.6.5"]
+    assert argvs(pip)[1][-4:] == ["jupyterhub==6.1.1", "jupyterlab==4.6.6", "notebook==7.6.5",
+                                  "jupyterhub-idle-culler==2.0.0"]
     config = by_name(actions, "file /etc/jupyterhub/jupyterhub_config.py")
     assert len(config.ops) == 1  # nothing to keep as .prev on a fresh host
     upload = config.ops[0]

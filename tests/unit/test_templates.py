@@ -20,12 +20,21 @@ from provision.render import render, systemd_escape_arg
 from roles import jupyterhub, proxy
 
 
+CULLER = {"name": "idle-culler", "command": [
+    "/opt/jupyterhub/bin/python3", "-m", "jupyterhub_idle_culler", "--timeout=3600",
+    "--cull-every=300"]}
+CULLER_ROLE = {"name": "idle-culler", "scopes": ["list:users", "read:users:activity",
+                                                 "read:servers", "delete:servers"],
+               "services": ["idle-culler"]}
 BASE = {
     "JupyterHub": {
         "bind_url": "http://:8000/", "hub_ip": "127.0.0.1", "hub_port": 8081,
         "cookie_secret_file": "/var/lib/jupyterhub/jupyterhub_cookie_secret",
         "db_url": "sqlite:////var/lib/jupyterhub/jupyterhub.sqlite",
         "cleanup_servers": False, "authenticator_class": "pam",
+        # the culler role's contribution (on by default); jhprovision's service needs its
+        # token, absent here, so it is left out
+        "services": [CULLER], "load_roles": [CULLER_ROLE],
     },
     "ConfigurableHTTPProxy": {"should_start": False, "api_url": "http://127.0.0.1:8001"},
     "Spawner": {"cmd": ["/opt/jupyterhub/bin/jupyterhub-singleuser"], "default_url": "/lab",
@@ -54,10 +63,18 @@ CONFIG_CASES: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]], list[st
                         "hub_connect_ip": "10.1.2.3"}}, []),
     "spawner": (
         {"jupyterhub_default_url": "/tree", "jupyterhub_notebook_dir": "~/notebooks",
-         "jupyterhub_start_timeout": 120, "jupyterhub_venv": "/srv/hub"},
+         "jupyterhub_start_timeout": 120, "jupyterhub_venv": "/srv/hub",
+         "jupyterhub_idle_timeout": 0},
         {"Spawner": {"default_url": "/tree", "notebook_dir": "~/notebooks",
                      "start_timeout": 120, "http_timeout": 120,
-                     "cmd": ["/srv/hub/bin/jupyterhub-singleuser"]}}, []),
+                     "cmd": ["/srv/hub/bin/jupyterhub-singleuser"]}},
+        ["JupyterHub.services", "JupyterHub.load_roles"]),
+    "culler": (
+        {"jupyterhub_idle_timeout": 120, "jupyterhub_idle_cull_every": 30,
+         "jupyterhub_idle_max_age": 86400},
+        {"JupyterHub": {"services": [dict(CULLER, command=[
+            *CULLER["command"][:3], "--timeout=120", "--cull-every=30", "--max-age=86400"])]}},
+        []),
     "users-and-groups": (
         {"jupyterhub_admin_users": ["alice", "bob"], "jupyterhub_allowed_users": ["carol"],
          "jupyterhub_allowed_groups": ["students", "staff"],
@@ -281,6 +298,6 @@ def test_recording_config_handles_container_methods_like_traitlets():
 def test_config_with_service_tokens_declares_the_services_and_their_roles(monkeypatch):
     monkeypatch.setenv("JHPROVISION_API_TOKEN", "t0ken")
     got = exec_config(jupyterhub.render_config(inventory_vars()))["JupyterHub"]
-    assert got["services"] == [{"name": "jhprovision", "api_token": "t0ken"}]
+    assert got["services"] == [{"name": "jhprovision", "api_token": "t0ken"}, CULLER]
     assert got["load_roles"] == [{"name": "jhprovision", "scopes": ["admin:users",
-                                  "admin:servers"], "services": ["jhprovision"]}]
+                                  "admin:servers"], "services": ["jhprovision"]}, CULLER_ROLE]
