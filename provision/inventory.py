@@ -19,6 +19,7 @@ Variable precedence, lowest first (written down once, here and in docs/inventory
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,20 @@ from .errors import ConfigError
 from .inventory_ini import expand_range, parse_ini
 
 INVENTORY_SUFFIXES = (".yml", ".yaml")
+# A host's inventory name reaches ssh_config (verify), the report, and Apache's ServerName
+# by default: a DNS name, an IPv4 address or a bare IPv6 address, never anything a config
+# line or a command line could read as more than one word. Groups: Ansible's rule.
+HOST_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})|[0-9A-Fa-f:]+:[0-9A-Fa-f:.]*")
+GROUP_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+def host_name_problem(name: str) -> str | None:
+    if HOST_NAME_RE.fullmatch(name) and not name.endswith(("-", ".")):
+        return None
+    from .variables import bounded_repr
+
+    return (f"{bounded_repr(name)} is not a valid host name (letters, digits, '.', '-' and "
+            "'_', starting with a letter or digit; or an IP address)")
 INI_SUFFIXES = (".ini", "")
 
 
@@ -195,6 +210,10 @@ class Inventory:
             except ValueError as exc:
                 self.problems.append(f"{where}.hosts.{host}: {exc}")
         for host, hvars in expanded:
+            problem = host_name_problem(host)
+            if problem:
+                self.problems.append(f"{where}.hosts: {problem}")
+                continue
             hvars = hvars or {}
             if not isinstance(hvars, dict):
                 self.problems.append(f"{where}.hosts.{host}: host variables must be a mapping")
@@ -218,6 +237,13 @@ class Inventory:
             children = {}
         for child, cbody in children.items():
             child = str(child)
+            if not GROUP_NAME_RE.fullmatch(child):
+                from .variables import bounded_repr
+
+                self.problems.append(f"{where}.children: {bounded_repr(child)} is not a valid "
+                                     "group name (letters, digits, '_' and '-', starting with "
+                                     "a letter or '_')")
+                continue
             if child == "all" or child == name:
                 self.problems.append(f"{where}.children.{child}: a group cannot contain itself")
                 continue

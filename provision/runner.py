@@ -92,8 +92,7 @@ class HostRun:
         refusal = next((op for op in action.ops if isinstance(op, Refuse)), None)
         if refusal:
             result.status = "failed"
-            result.error = {"message": refusal.message, "command": None, "rc": None,
-                            "stderr": ""}
+            result.error = _error(refusal.message)
             return result
         if self.check:
             return result
@@ -140,7 +139,8 @@ def _record(hr: HostRun, result: StepResult) -> None:
 
 
 def _error(message: str, stderr: str = "") -> dict[str, Any]:
-    return {"message": message, "command": None, "rc": None, "stderr": stderr}
+    """A report's error record, always built by the project's exception."""
+    return ProvisionError(message, stderr=stderr).as_dict()
 
 
 def _connect(host: Host, transport_factory: Callable[[Host], Transport],

@@ -11,6 +11,7 @@ site-packages), so those take the facts as an argument; everything else is pure.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, replace
@@ -219,8 +220,23 @@ class Stack:
         return f"{self.proxy_prefix}/bin:{self.node_bin_dir(facts)}:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+# The variables a Stack is built from (all scalars): one Stack per distinct combination,
+# built once and shared by every role and handler of the hosts that have it.
+STACK_KEYS = ("jupyterhub_state_dir", "jupyterhub_venv", "jupyterhub_config_dir",
+              "jupyterhub_bind_url", "jupyterhub_ip", "jupyterhub_port", "jupyterhub_base_url",
+              "jupyterhub_hub_ip", "jupyterhub_hub_port", "apache_enabled", "proxy_api_ip",
+              "proxy_api_port", "proxy_prefix", "nodejs_source", "nodejs_prefix",
+              "nodejs_version")
+
+
 def stack(v: dict[str, Any]) -> Stack:
     """The shared values for a host with variables ``v`` (every role's defaults filled)."""
+    return _stack(tuple(v.get(k) for k in STACK_KEYS))
+
+
+@functools.lru_cache(maxsize=64)
+def _stack(values: tuple[Any, ...]) -> Stack:
+    v = dict(zip(STACK_KEYS, values, strict=True))
     state = v["jupyterhub_state_dir"]
     return Stack(
         hub_venv=v["jupyterhub_venv"],

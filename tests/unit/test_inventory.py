@@ -192,6 +192,44 @@ def test_inventory_structure_errors(tmp_path, files, expect):
     assert expect in problems_of(err)
 
 
+@pytest.mark.parametrize("name", [
+    '"lab1\\nProxyCommand touch /tmp/pwned"',  # a second ssh_config line
+    '"-oProxyCommand=x"',  # read as an option by ssh
+    '"lab 1"', '"lab1;id"', '"lab1/../x"', '"lab1."', '"\'lab1\'"', '"lab1\\rx"',
+])
+def test_a_host_name_that_is_not_one_word_is_refused(tmp_path, name):
+    write_tree(tmp_path, {"hosts.yml": f"all:\n  hosts:\n    {name}:\n    lab2:\n"})
+    with pytest.raises(ConfigError) as err:
+        Inventory(tmp_path)
+    text = problems_of(err)
+    assert "hosts.yml: all.hosts: " in text and "is not a valid host name" in text, text
+    assert "\n" not in text.split("is not a valid")[0].split(": ", 2)[-1], text
+
+
+@pytest.mark.parametrize("name", ["lab1", "web-01.example.org", "10.0.0.5", "fe80::1",
+                                  "gpu_2"])
+def test_host_names_and_addresses_are_accepted(tmp_path, name):
+    write_tree(tmp_path, {"hosts.yml": f"all:\n  hosts:\n    '{name}':\n"})
+    assert Inventory(tmp_path).hosts == [name]
+
+
+def test_a_bad_group_name_is_refused_in_yaml_and_ini(tmp_path):
+    write_tree(tmp_path / "y", {"hosts.yml": "all:\n  children:\n    \"lab\\nx\":\n"
+                                             "      hosts:\n        lab1:\n"})
+    with pytest.raises(ConfigError, match=r"all.children: 'lab\\nx' is not a valid group"):
+        Inventory(tmp_path / "y")
+    write_tree(tmp_path / "i", {"hosts": "[lab]\nlab1\n[lab;x]\nlab2\n"})
+    with pytest.raises(ConfigError, match="not a valid group name"):
+        Inventory(tmp_path / "i")
+
+
+def test_a_bad_host_name_in_ini_names_the_file(tmp_path):
+    write_tree(tmp_path, {"hosts": "[lab]\nlab1\n-oProxyCommand=x\n"})
+    with pytest.raises(ConfigError) as err:
+        Inventory(tmp_path)
+    assert "hosts: " in problems_of(err) and "not a valid host name" in problems_of(err)
+
+
 def test_missing_inventory(tmp_path):
     with pytest.raises(ConfigError, match="inventory not found"):
         Inventory(tmp_path / "nope")
