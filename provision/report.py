@@ -37,8 +37,18 @@ class HostReport:
     def failed(self) -> bool:
         return self.unreachable or self.error is not None or self.count("failed") > 0
 
+    @property
+    def reason(self) -> str | None:
+        """Why the host failed, in one line (the failed step's message, or the host's)."""
+        if not self.failed:
+            return None
+        step = next((s for s in self.steps if s.status == "failed" and s.error), None)
+        text = (step.error.get("message") if step else None) or self.error or "failed"
+        return str(text).splitlines()[0]
+
     def as_dict(self) -> dict:
         return {
+            "reason": self.reason,
             "ok": self.count("ok"),
             "changed": self.count("changed"),
             "failed": self.count("failed"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from provision.stack import (  # noqa: F401 - the roles' shared names, re-exported
@@ -31,27 +33,107 @@ def user_spec(u: dict[str, Any]) -> UserSpec:
                     state=u["state"])
 
 
-# Polls a URL from the host itself until it answers (handlers: after a restart or reload).
-# The connection never leaves the host and checks routing, not identity: no certificate
-# verification, so Apache's self-signed certificate is fine here.
-WAIT_SCRIPT = """import ssl, sys, time, urllib.request
-url, limit = sys.argv[1], float(sys.argv[2])
+# Watches a service after its (re)start or reload, on the host itself: the URL answering
+# (an HTTP status below the last argument) is success; the unit failing, exiting, waiting to be
+# restarted, or restarted by systemd since the check began (NRestarts, InvocationID) is a
+# failure at once, not after the timeout, which only a running unit that does not answer
+# yet waits for. Prints one JSON line: ok, reason, seconds, since (epoch, for the journal).
+HEALTH_SCRIPT = """import json, ssl, subprocess, sys, time, urllib.error, urllib.request
+unit, url, limit, below = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+props = "ActiveState,SubState,NRestarts,InvocationID,ExecMainStatus,ExecMainCode,Result"
+def show():
+    out = subprocess.run(["systemctl", "show", "-p", props, "--", unit],
+                         capture_output=True, text=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+def done(ok, reason):
+    print(json.dumps({"ok": ok, "reason": reason, "since": int(since),
+                      "seconds": round(time.time() - start, 1)}))
+    sys.exit(0 if ok else 1)
+since = time.time() - 5
+start, first, last = time.time(), show(), "no answer yet"
 ctx = ssl._create_unverified_context()
-deadline, last = time.time() + limit, None
-while time.time() < deadline:
+while True:
+    now = show()
+    state, sub = now.get("ActiveState"), now.get("SubState")
+    status = now.get("ExecMainStatus") or "?"
+    if now.get("InvocationID") != first.get("InvocationID") or \\
+            int(now.get("NRestarts") or 0) > int(first.get("NRestarts") or 0):
+        done(False, "%s was restarted by systemd (its process exited, status %s)"
+             % (unit, status))
+    if state in ("failed", "inactive") or sub in ("auto-restart", "exited", "dead"):
+        done(False, "%s is %s (%s), its process exited with status %s"
+             % (unit, state, sub, status))
     try:
-        with urllib.request.urlopen(url, timeout=3, context=ctx) as r:
-            sys.stdout.write(r.read().decode()[:500])
-            sys.exit(0)
+        with urllib.request.urlopen(url, timeout=3, context=ctx):
+            done(True, "")
+    except urllib.error.HTTPError as exc:
+        if exc.code < below:
+            done(True, "")
+        last = "HTTP %d" % exc.code
     except Exception as exc:
-        last = exc
-        time.sleep(0.3)
-sys.stderr.write("no answer from %s after %.0fs: %s\\n" % (url, limit, last))
-sys.exit(1)
+        last = str(exc)
+    if time.time() - start > limit:
+        done(False, "%s is running but %s did not answer within %.0f s (%s)"
+             % (unit, url, limit, last))
+    time.sleep(0.25)
 """
 
+# Log lines that are not the service's own: systemd about processes left in the unit
+# (users' servers, while they run inside the hub's unit).
+_NOT_OURS = ("remains running after unit stopped", "Found left-over process")
+_ERROR_WORDS = ("error", "traceback", "critical", "fatal", "exception", "failed", "denied",
+                "unable", "cannot")
 
-def wait_for_url(run: Any, url: str, limit: float, *, step: str) -> Any:
-    """Run WAIT_SCRIPT on the host; the result's rc is 0 once ``url`` answered."""
-    return run.run(["python3", "-c", WAIT_SCRIPT, url, str(limit)], check=False,
-                   timeout=limit + 30, step=step)
+
+@dataclass
+class Health:
+    ok: bool
+    reason: str
+    seconds: float | None = None
+    since: int | None = None
+
+
+def check_health(run: Any, unit: str, url: str, limit: float, *, step: str,
+                 ok_below: int = 400) -> Health:
+    """Run HEALTH_SCRIPT for ``unit`` and ``url`` (answered: an HTTP status below
+    ``ok_below``); what it found, in one round trip."""
+    res = run.run(["python3", "-c", HEALTH_SCRIPT, unit, url, str(limit), str(ok_below)],
+                  check=False, timeout=limit + 30, step=step)
+    try:
+        data = json.loads(res.out.strip().splitlines()[-1])
+        return Health(bool(data["ok"]), str(data["reason"]), data.get("seconds"),
+                      data.get("since"))
+    except (ValueError, IndexError, KeyError, TypeError):
+        reason = (res.err or res.out).strip().splitlines()[-1:] or [f"exit code {res.rc}"]
+        return Health(res.rc == 0, reason[0])
+
+
+def service_log(run: Any, unit: str, since: int | None, *, exclude_comm: tuple[str, ...] = (),
+                lines: int = 15) -> tuple[str, str]:
+    """The unit's own recent log lines (not those of ``exclude_comm`` processes, nor
+    systemd's about left-over processes), the first error marked ``>>``; and that line."""
+    argv = ["journalctl", "--unit", unit, "--no-pager", "--output", "json", "--lines", "400"]
+    if since:
+        argv[3:3] = ["--since", f"@{since}"]
+    out = run.run(argv, check=False).out
+    messages = []
+    for raw in out.splitlines():
+        try:
+            entry = json.loads(raw)
+        except ValueError:  # not JSON (an old journalctl): keep the line as it is
+            messages.append(raw)
+            continue
+        msg = entry.get("MESSAGE")
+        if isinstance(msg, list):  # binary-safe form: a list of bytes
+            msg = bytes(msg).decode("utf-8", "replace")
+        if not isinstance(msg, str) or str(entry.get("_COMM", "")).startswith(exclude_comm) \
+                or any(s in msg for s in _NOT_OURS):
+            continue
+        messages.append(msg)
+    first = next((i for i, m in enumerate(messages)
+                  if any(w in m.lower() for w in _ERROR_WORDS)), None)
+    start = max(0, len(messages) - lines)
+    shown = [(">> " if i == first else "   ") + messages[i] for i in range(start, len(messages))]
+    if first is not None and first < start:  # the first error is older than the tail
+        shown[:0] = [">> " + messages[first], "   ..."]
+    return "\n".join(shown), (messages[first].strip() if first is not None else "")

@@ -46,7 +46,7 @@ from provision.steps import (
 )
 from provision.variables import Var
 
-from ._common import hub_urls, wait_for_url
+from ._common import check_health, hub_urls, service_log
 
 NAME = "apache"
 SUMMARY = (
@@ -85,6 +85,8 @@ VARIABLES = [
         "/etc/apache2/tls/jupyterhub.key, never shown in diffs or reports.", nullable=True),
     Var("apache_tls_selfsigned_days", 3650, "int", "Validity of the self-signed certificate; "
         "it is made again when fewer than 30 days are left or the server name changed."),
+    Var("apache_ready_timeout", 60, "int", "Seconds the hub may take to answer through "
+        "Apache after a reload (an apache2 unit that fails is a failure at once)."),
 ]
 
 UNIT = "apache2.service"
@@ -513,12 +515,13 @@ def reload_apache(run: HostRun) -> None:
                              command="apache2ctl configtest", rc=test.rc, stderr=test.err)
     run.run(["systemctl", "reload", "--", UNIT], timeout=120, step=RELOAD)
     url = site(run.vars).local_url + "hub/api"
-    res = wait_for_url(run, url, 60, step=RELOAD)
-    if res.rc != 0:
+    health = check_health(run, UNIT, url, run.vars["apache_ready_timeout"], step=RELOAD)
+    if not health.ok:
+        journal, _ = service_log(run, UNIT, health.since)
         log = run.run(["tail", "-n", "20", "/var/log/apache2/error.log"], check=False).out
-        raise ProvisionError(f"Apache was reloaded but the hub does not answer at {url}",
-                             host=host, step=RELOAD, command=f"GET {url}",
-                             stderr=res.err + log)
+        raise ProvisionError(f"Apache was reloaded but the hub does not answer at {url}: "
+                             f"{health.reason}", host=host, step=RELOAD, command=f"GET {url}",
+                             stderr="\n".join(x for x in (journal, log) if x))
 
 
 HANDLERS = [Handler(RELOAD, reload_apache, "apache2ctl configtest, then a graceful reload of "

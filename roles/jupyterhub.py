@@ -43,7 +43,7 @@ from provision.steps import (
 )
 from provision.variables import Var
 
-from ._common import active_users, home_of, hub_urls, wait_for_url
+from ._common import Health, active_users, check_health, home_of, hub_urls, service_log
 
 NAME = "jupyterhub"
 SUMMARY = (
@@ -87,6 +87,9 @@ VARIABLES = [
         "(c.Spawner.notebook_dir), e.g. '~/notebooks'; a '~/' path is created in each "
         "user's home.", nullable=True),
     Var("jupyterhub_start_timeout", 60, "int", "Seconds a user's server may take to start."),
+    Var("jupyterhub_ready_timeout", 90, "int", "Seconds the hub may take to answer /hub/api "
+        "after a restart while its unit runs; a hub whose unit fails, exits or is restarted "
+        "by systemd is a failure at once (and its config is rolled back)."),
     Var("jupyterhub_admin_users", [], "list[username]", "Extra JupyterHub admins by name "
         "(c.Authenticator.admin_users); must be inventory users. Only grants: removing a "
         "name does not demote (use admin: true on the user, i.e. the wheel group)."),
@@ -276,8 +279,8 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
     return actions
 
 
-def wait_for_api(run: HostRun, limit: float = 90) -> bool:
-    return wait_for_url(run, stack(run.vars).hub_api_url, limit, step=HANDLER).rc == 0
+def wait_for_api(run: HostRun, limit: float) -> Health:
+    return check_health(run, UNIT, stack(run.vars).hub_api_url, limit, step=HANDLER)
 
 
 def restart_hub(run: HostRun) -> None:
@@ -285,19 +288,24 @@ def restart_hub(run: HostRun) -> None:
     v = run.vars
     run.run(["systemctl", "restart", "--", UNIT], timeout=120, step=HANDLER)
     prev = config_path(v) + ".prev"
-    if wait_for_api(run):
+    health = wait_for_api(run, v["jupyterhub_ready_timeout"])
+    if health.ok:
         # The new config is proven: .prev exists only while a config change is unproven,
         # so a later failure for another reason never "rolls back" to a stale config.
         run.run(["rm", "-f", "--", prev], step=HANDLER)
         return
-    log = run.run(["journalctl", "--unit", UNIT, "--lines", "30", "--no-pager", "--output",
-                   "cat"], check=False).out
+    # Users' servers log into the hub's unit while they run in it: their lines are not
+    # the hub's error.
+    log, first_error = service_log(run, UNIT, health.since, exclude_comm=("jupyterhub-sing",))
     rolled = run.run(["sh", "-c", 'test -f "$1" && mv -f -- "$1" "$2"', "sh", prev,
                       config_path(v)], check=False).rc == 0
-    message = "the hub did not answer at /hub/api after a restart"
+    after = f" ({health.seconds:.1f} s)" if health.seconds is not None else ""
+    message = f"the hub did not come back after a restart{after}: {health.reason}"
+    if first_error:
+        message += f"; the hub's error: {first_error}"
     if rolled:
         run.run(["systemctl", "restart", "--", UNIT], timeout=120, check=False)
-        back = wait_for_api(run, 60)
+        back = wait_for_api(run, v["jupyterhub_ready_timeout"]).ok
         message += ("; the previous jupyterhub_config.py was put back and the hub answers "
                     "again" if back else "; the previous config was put back but the hub "
                     "still does not answer")

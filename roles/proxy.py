@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from provision.errors import ProvisionError
 from provision.facts import FactRequest, Facts
 from provision.render import render
 from provision.role import Handler
@@ -29,6 +30,8 @@ from provision.steps import (
     plan_unit,
 )
 from provision.variables import Var
+
+from ._common import check_health, service_log
 
 NAME = "proxy"
 SUMMARY = (
@@ -49,6 +52,8 @@ VARIABLES = [
     Var("proxy_api_port", 8001, "port", "Port of the proxy's REST API."),
     Var("proxy_log_level", "info", "str", "Proxy log level.",
         choices=("debug", "info", "warn", "error")),
+    Var("proxy_ready_timeout", 30, "int", "Seconds the proxy's API may take to answer after "
+        "a restart while its unit runs (a unit that fails is a failure at once)."),
 ]
 
 # Minimum Node.js major each release line declares in engines.node, for the check made
@@ -136,9 +141,21 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
 
 
 def restart_proxy(run: HostRun) -> None:
-    """(Re)start the proxy. A running hub must then re-add its routes to the fresh proxy:
-    this handler triggers the hub's restart, which runs only if the hub is active."""
+    """(Re)start the proxy and check its API answers (a unit that fails is reported at
+    once, with the proxy's own log). A running hub must then re-add its routes to the
+    fresh proxy: this handler triggers the hub's restart, which runs only if the hub is
+    active."""
     run.run(["systemctl", "restart", "--", UNIT], timeout=120, step=HANDLER)
+    # Any HTTP answer proves the API listens (without the token it is a 403).
+    url = stack(run.vars).proxy_api_url + "/api/routes"
+    health = check_health(run, UNIT, url, run.vars["proxy_ready_timeout"], step=HANDLER,
+                          ok_below=500)
+    if not health.ok:
+        log, first_error = service_log(run, UNIT, health.since)
+        raise ProvisionError(f"the proxy did not come back after a restart: {health.reason}"
+                             + (f"; its error: {first_error}" if first_error else ""),
+                             host=run.host.name, step=HANDLER,
+                             command=f"systemctl restart {UNIT}", stderr=log)
 
 
 HANDLERS = [Handler(HANDLER, restart_proxy, "restart configurable-http-proxy (and "

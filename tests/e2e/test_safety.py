@@ -218,6 +218,40 @@ def test_hub_that_does_not_come_back_is_rolled_back(base, tmp_path):
     assert json.loads(sh("lab1", "curl -fsS http://127.0.0.1:8081/hub/api"))["version"]
 
 
+def test_hub_that_cannot_start_is_detected_in_seconds_with_its_own_error(base, tmp_path,
+                                                                       lab_hosts):
+    from provision.hubclient import HubClient
+
+    port = next(h.ports["hub"] for h in lab_hosts if h.name == "lab1")
+    eve = HubClient(f"http://127.0.0.1:{port}/", timeout=30)
+    eve.login("eve", EVE_PW)
+    eve.start_server("eve")  # a user's server runs (and logs) inside the hub's unit
+    before = sh("lab1", "cat /etc/jupyterhub/jupyterhub_config.py")
+    inv = make_inventory(tmp_path / "inv", {
+        "jupyterhub_extra_config": "c.JupyterHub.db_url = "
+                                   "'sqlite:////nonexistent/dir/jupyterhub.sqlite'"})
+    start = time.monotonic()
+    proc, report = provision_json(inv, "lab1", tmp_path, check=False)
+    took = time.monotonic() - start
+    print(f"\nbroken hub detected, rolled back and answering again in {took:.1f} s")
+    assert proc.returncode == 1
+    host = report["hosts"]["lab1"]
+    step = next(s for s in host["steps"] if s["status"] == "failed")
+    assert step["name"] == "handler: restart jupyterhub"
+    message = step["error"]["message"]
+    assert "jupyterhub.service" in message and "exited" in message, message
+    assert "the hub's error: " in message and "sqlite" in message.split("the hub's error: ")[1]
+    assert "previous jupyterhub_config.py was put back and the hub answers again" in message
+    assert "unable to open database file" in step["error"]["stderr"], step["error"]["stderr"]
+    assert "jupyterhub-sing" not in step["error"]["stderr"]
+    assert "remains running after unit stopped" not in step["error"]["stderr"]
+    assert host["reason"] == message
+    assert sh("lab1", "cat /etc/jupyterhub/jupyterhub_config.py") == before
+    assert json.loads(sh("lab1", "curl -fsS http://127.0.0.1:8081/hub/api"))["version"]
+    eve.open_lab("eve")  # the user's server lived through it
+    eve.stop_server("eve")
+
+
 def test_secrets_never_leak(base, tmp_path):
     secrets = {
         "cookie": sh("lab1", "cat /var/lib/jupyterhub/jupyterhub_cookie_secret").strip(),

@@ -322,10 +322,10 @@ class Shell:
             raise UnmodelledCommand(f"the host model does not run the script {script[:60]!r}")
 
     def _python3(self, argv, stdin, as_user):
-        from roles._common import WAIT_SCRIPT
+        from roles._common import HEALTH_SCRIPT
 
-        if argv[1:3] == ["-c", WAIT_SCRIPT]:
-            return 0, "{}", ""  # the hub answers
+        if argv[1:3] == ["-c", HEALTH_SCRIPT]:  # the service answers
+            return 0, '{"ok": true, "reason": "", "since": 1796000000, "seconds": 0.4}', ""
         if argv[1:3] == ["-m", "venv"]:
             self.st.venvs[argv[-1]] = ["pip-23.0.1.dist-info"]
             return None
