@@ -16,6 +16,7 @@ from provision.role import registry
 
 HELP_COMMON = {
     "hosts": "Hosts, groups, globs or 'all', comma-separated ('lab1,lab2', 'lab', '!lab3').",
+    "limit": "The same as --hosts (ansible-playbook's name for it).",
     "inventory": "Inventory file or directory (default: ./inventory).",
     "check": "Dry run: show what would change (with diffs), change nothing on any host.",
     "diff": "Show a diff for every change made.",
@@ -27,6 +28,35 @@ def _finish(report) -> None:
     if report.failed_hosts:
         raise Exit(f"failed on: {', '.join(report.failed_hosts)} "
                    "(re-run only those with: invoke provision --retry-failed)", code=1)
+
+
+def _hosts(hosts: str, limit: str | None) -> str:
+    """--limit is --hosts under Ansible's name; giving both is ambiguous."""
+    if limit is None:
+        return hosts
+    if hosts != "all":
+        raise Exit("error: --hosts and --limit are the same option: give one\n"
+                   "nothing was changed on any host.", code=2)
+    return limit
+
+
+def _int(option: str, value, minimum: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{option}: {value!r} is not a whole number") from None
+    if number < minimum:
+        raise ConfigError(f"{option}: must be at least {minimum}, not {number}")
+    return number
+
+
+def _help_if_asked(task_name: str, value: str) -> None:
+    """`invoke add-user --help` would take --help as the user name: show the help."""
+    if value in ("-h", "--help"):
+        import os
+
+        args = [a for a in sys.argv[1:] if a not in (task_name, value)]
+        os.execv(sys.executable, [sys.executable, "-m", "invoke", *args, "--help", task_name])
 
 
 def _guard(fn):
@@ -51,18 +81,18 @@ def _guard(fn):
     },
     iterable=["var"],
 )
-def provision(c, hosts="all", inventory=None, check=False, diff=False, forks=10, var=None,
-              json=None, retry_failed=False, verbose=False, roles=None):
+def provision(c, hosts="all", inventory=None, check=False, diff=False, forks=None, var=None,
+              json=None, retry_failed=False, verbose=False, roles=None, limit=None):
     """Converge hosts to the inventory: users, wheel, Node.js, proxy, JupyterHub, Apache
     (when enabled). Idempotent: a second run changes nothing and says so.
 
     Example: invoke provision --hosts lab1,lab2 --check
     """
     def go():
-        pattern = api.failed_last_time() if retry_failed else hosts
+        pattern = api.failed_last_time() if retry_failed else _hosts(hosts, limit)
         return api.provision(pattern, inventory=inventory, check=check, diff=diff,
-                             forks=int(forks), cli_vars=var, json_path=json, verbose=verbose,
-                             roles=roles)
+                             forks=_int("--forks", forks or 10, 1), cli_vars=var,
+                             json_path=json, verbose=verbose, roles=roles)
 
     _finish(_guard(go))
 
@@ -81,7 +111,7 @@ def provision(c, hosts="all", inventory=None, check=False, diff=False, forks=10,
     iterable=["key"],
 )
 def add_user(c, name, admin=False, hosts="all", password_file=None, uid=None, key=None,
-             inventory=None, check=False, diff=False, json=None):
+             inventory=None, check=False, diff=False, json=None, limit=None):
     """Add (or update) a lab user: records it in the inventory, then converges the hosts.
 
     The user is recorded for every host (group_vars/all/users.yml); --hosts limits which
@@ -89,18 +119,21 @@ def add_user(c, name, admin=False, hosts="all", password_file=None, uid=None, ke
     Running notebook servers of other users are not touched and the hub is not restarted.
     Example: invoke add-user alice --admin --password-file alice.pw
     """
+    _help_if_asked("add-user", name)
+
     def go():
         fields = {"state": "present"}
         if admin:
             fields["admin"] = True
         if uid is not None:
-            fields["uid"] = int(uid)
+            fields["uid"] = _int("--uid", uid, 0)
         if key:
             fields["authorized_keys"] = list(key)
         password = api.read_password(password_file)
         if password is not None:
             fields["password_hash"] = api.hash_password(password)
-        return api.change_user(name, fields, hosts=hosts, inventory=inventory, create=True,
+        return api.change_user(name, fields, hosts=_hosts(hosts, limit), inventory=inventory,
+                               create=True,
                                command=f"add-user {name}", json_path=json, check=check,
                                diff=diff)
 
@@ -112,14 +145,17 @@ def add_user(c, name, admin=False, hosts="all", password_file=None, uid=None, ke
             "purge": "Archive the home directory to /var/backups/jhprovision, then delete the "
                      "account (default: lock it)."})
 def remove_user(c, name, purge=False, hosts="all", inventory=None, check=False, diff=False,
-                json=None):
+                json=None, limit=None):
     """Lock a lab user (default), or with --purge archive their home and delete them.
 
     The inventory keeps the user with state locked/absent so later runs keep it that way.
     Example: invoke remove-user alice --purge
     """
+    _help_if_asked("remove-user", name)
+
     def go():
-        return api.change_user(name, {"state": "absent" if purge else "locked"}, hosts=hosts,
+        return api.change_user(name, {"state": "absent" if purge else "locked"},
+                               hosts=_hosts(hosts, limit),
                                inventory=inventory, create=False,
                                command=f"remove-user {name}", json_path=json, check=check,
                                diff=diff)
@@ -129,12 +165,14 @@ def remove_user(c, name, purge=False, hosts="all", inventory=None, check=False, 
 
 @task(help={
     "hosts": HELP_COMMON["hosts"],
+    "limit": HELP_COMMON["limit"],
     "inventory": HELP_COMMON["inventory"],
     "smoke": "Also log in as this user, start their server and load JupyterLab.",
     "password-file": "The --smoke user's password, in a file.",
     "junit": "Write a JUnit XML report here (for CI systems).",
 })
-def verify(c, hosts="all", inventory=None, smoke=None, password_file=None, junit=None):
+def verify(c, hosts="all", inventory=None, smoke=None, password_file=None, junit=None,
+           limit=None):
     """Check live hosts against the inventory with testinfra (users, versions, files, units,
     ports, /hub/api); exits non-zero on any difference, showing expected vs found.
 
@@ -142,6 +180,7 @@ def verify(c, hosts="all", inventory=None, smoke=None, password_file=None, junit
     """
     from provision.verify import verify as run_verify
 
+    hosts = _hosts(hosts, limit)
     code = _guard(lambda: run_verify(hosts, inventory=inventory, smoke=smoke,
                                      password_file=password_file, junit=junit))
     if code:
@@ -150,7 +189,10 @@ def verify(c, hosts="all", inventory=None, smoke=None, password_file=None, junit
 
 @task
 def docs(c):
-    """Regenerate docs/variables.md and the README's role table from the role registry."""
+    """Regenerate docs/variables.md and the README's role table from the role registry.
+
+    Example: invoke docs
+    """
     from provision.docs import write_readme_roles, write_variables_doc
 
     for path in (write_variables_doc(), write_readme_roles()):

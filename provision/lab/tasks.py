@@ -44,17 +44,23 @@ def _table(hosts: list[lab.LabHost], systemd: dict[str, str] | None = None) -> s
 
 
 @task(help={"count": "number of hosts: lab1..labN (default 1)"})
-def up(c: Context, count: int = 1) -> None:
+def up(c: Context, count: str | None = None) -> None:
     """Boot lab hosts lab1..labN (Debian 12, systemd, sshd) and wait until they run.
 
     Hosts already running are left alone. The first run on a machine builds the base
     image with debootstrap (about 1-2 minutes; cached in /var/cache/jhprovision-lab).
     Writes inventory/lab.yml and .lab/known_hosts. Needs root.
+
+    Example: invoke lab.up --count 2
     """
+    try:
+        n = int(count or 1)
+    except ValueError:
+        raise Exit(f"error: --count: {count!r} is not a whole number", code=2) from None
     _log_to_stderr()
     started = time.monotonic()
     try:
-        hosts = lab.up(count)
+        hosts = lab.up(n)
     except lab.LabError as err:
         raise Exit(f"lab.up failed: {err}", code=1) from err
     print(_table(hosts, {h.name: "running" for h in hosts}))
@@ -70,6 +76,8 @@ def down(c: Context) -> None:
 
     Removes inventory/lab.yml and .lab/known_hosts; keeps the lab's key and the cached
     base image. Needs root.
+
+    Example: invoke lab.down
     """
     _log_to_stderr()
     started = time.monotonic()
@@ -86,7 +94,10 @@ def down(c: Context) -> None:
 
 @task
 def status(c: Context) -> None:
-    """List lab hosts: SSH port, state, systemd's state, nspawn PID, hub URL."""
+    """List lab hosts: SSH port, state, systemd's state, nspawn PID, hub URL.
+
+    Example: invoke lab.status
+    """
     hosts = lab.status()
     if not hosts:
         print("no lab hosts (start some with `invoke lab.up --count N`)")
@@ -97,7 +108,10 @@ def status(c: Context) -> None:
 
 @task(help={"name": "host name, e.g. lab1", "command": "run this shell command and exit"})
 def ssh(c: Context, name: str, command: str | None = None) -> None:
-    """Open a root shell on a lab host, or run one command and exit with its exit code."""
+    """Open a root shell on a lab host, or run one command and exit with its exit code.
+
+    Example: invoke lab.ssh lab1 --command 'systemctl status jupyterhub'
+    """
     try:
         argv = lab.ssh_argv(name, command)
     except lab.LabError as err:

@@ -1,0 +1,67 @@
+"""The command line as a sysadmin types it (no host is contacted: every case here stops at
+the inventory or at help)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from provision.config import REPO
+
+TASKS = ["provision", "add-user", "remove-user", "verify", "docs", "lab.up", "lab.down",
+         "lab.status", "lab.ssh"]
+
+
+def invoke(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("task", ["add-user", "remove-user"])
+def test_help_after_a_task_that_takes_a_name_is_help(task):
+    proc = invoke(task, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"Usage: inv[oke] [--core-opts] {task}"), proc.stdout
+    assert "not a valid user name" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_help_has_an_example(task):
+    proc = invoke("--help", task)
+    assert proc.returncode == 0, proc.stderr
+    assert f"Example: invoke {task}" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("task", ["provision", "add-user alice", "remove-user alice",
+                                  "verify"])
+def test_limit_is_hosts_under_ansibles_name(task, tmp_path):
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("all:\n  hosts:\n    lab1:\n")
+    proc = invoke(*task.split(), "--inventory", str(inv), "--limit", "nosuch")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--hosts: no host or group named 'nosuch'" in proc.stderr
+    both = invoke(*task.split(), "--inventory", str(inv), "--limit", "lab1", "--hosts", "lab1")
+    assert both.returncode == 2
+    assert "--hosts and --limit are the same option" in both.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["provision", "--forks", "abc"], "--forks"),
+    (["add-user", "alice", "--uid", "abc"], "--uid"),
+    (["provision", "--var", "jupyterhub_port"], "--var"),
+    (["provision", "--roles", "userz"], "--roles: no role named 'userz'"),
+])
+def test_bad_options_are_an_error_without_traceback(args, message, tmp_path):
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("all:\n  hosts:\n    lab1:\n")
+    proc = invoke(*args, "--inventory", str(inv))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and message in proc.stderr, proc.stderr
+
+
+def test_lab_count_that_is_not_a_number_is_an_error():
+    proc = invoke("lab.up", "--count", "abc")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--count: 'abc' is not a whole number" in proc.stderr
