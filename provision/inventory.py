@@ -44,6 +44,8 @@ def host_name_problem(name: str) -> str | None:
 
     return (f"{bounded_repr(name)} is not a valid host name (letters, digits, '.', '-' and "
             "'_', starting with a letter or digit; or an IP address)")
+
+
 INI_SUFFIXES = (".ini", "")
 
 
@@ -103,6 +105,7 @@ class Inventory:
         self.host_file_vars: dict[str, dict[str, Any]] = {}
         self.host_file_origins: dict[str, dict[str, Origin]] = {}
         self.problems: list[str] = []
+        self.ini_lines: dict[Path, dict[str, int]] = {}  # INI file -> line of each key
         self.declared: set[str] = {"all"}  # groups named in an inventory file
         self._load()
         if self.problems:
@@ -149,6 +152,11 @@ class Inventory:
                     f"{name!r} in the inventory"
                 )
 
+    def _where(self, source: Path, ini_key: str) -> str:
+        """The file, with the line for an INI file (YAML keys name the place already)."""
+        line = self.ini_lines.get(source, {}).get(ini_key)
+        return f"{self._rel(source)}:{line}" if line else self._rel(source)
+
     def _rel(self, path: Path) -> str:
         try:
             return str(path.resolve().relative_to(Path.cwd().resolve()))
@@ -165,8 +173,9 @@ class Inventory:
             self.problems.append(f"{self._rel(path)}: cannot read: "
                                  f"{getattr(exc, 'strerror', None) or exc}")
             return None
-        data, problems, _lines = parse_ini(text, self._rel(path))
+        data, problems, lines = parse_ini(text, self._rel(path))
         self.problems.extend(problems)
+        self.ini_lines[path] = lines
         return data
 
     def _read_yaml(self, path: Path) -> Any:
@@ -223,14 +232,16 @@ class Inventory:
             origins = self.host_entry_origins.setdefault(host, {})
             for k, v in hvars.items():
                 entry[str(k)] = v
-                origins[str(k)] = Origin(self._rel(source), f"{key}.hosts.{host}.{k}")
+                origins[str(k)] = Origin(self._where(source, f"{host}.{k}"),
+                                         f"{key}.hosts.{host}.{k}")
         gvars = body.get("vars") or {}
         if not isinstance(gvars, dict):
             self.problems.append(f"{where}.vars: must be a mapping")
             gvars = {}
         for k, v in gvars.items():
             group.vars[str(k)] = v
-            group.var_origins[str(k)] = Origin(self._rel(source), f"{key}.vars.{k}")
+            group.var_origins[str(k)] = Origin(self._where(source, f"{name}.vars.{k}"),
+                                               f"{key}.vars.{k}")
         children = body.get("children") or {}
         if not isinstance(children, dict):
             self.problems.append(f"{where}.children: must be a mapping of group names")

@@ -11,11 +11,12 @@ line.
 from __future__ import annotations
 
 import re
-import shlex
 import string
 from typing import Any
 
 import yaml
+
+from .variables import bounded_repr
 
 RANGE_RE = re.compile(r"\[([^\]:]+):([^\]:]+)(?::(\d+))?\]")
 SECTION_RE = re.compile(r"^\[([^\]]+)\]\s*$")
@@ -75,10 +76,33 @@ def _strip_comment(line: str) -> str:
     return line
 
 
+def _words(text: str) -> list[str]:
+    """Split on blanks outside quotes, keeping the quotes (so that ``port="8000"`` stays
+    the string '8000', as in Ansible, and ``a="x y"`` is one word)."""
+    words, word, quote = [], "", None
+    for ch in text:
+        if quote:
+            word += ch
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+            word += ch
+        elif ch.isspace():
+            if word:
+                words.append(word)
+            word = ""
+        else:
+            word += ch
+    if quote:
+        raise ValueError(f"no closing quotation ({quote}) in {bounded_repr(text)}")
+    return [*words, word] if word else words
+
+
 def _pairs(text: str, where: str, problems: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
-        words = shlex.split(text, comments=False, posix=True)
+        words = _words(text)
     except ValueError as exc:
         problems.append(f"{where}: {exc}")
         return out
