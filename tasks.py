@@ -46,7 +46,7 @@ def _int(option: str, value, minimum: int) -> int:
     except (TypeError, ValueError):
         raise ConfigError(f"{option}: {value!r} is not a whole number") from None
     if number < minimum:
-        raise ConfigError(f"{option}: must be at least {minimum}, not {number}")
+        raise ConfigError(f"{option} {number}: must be at least {minimum}")
     return number
 
 

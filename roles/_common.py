@@ -80,7 +80,8 @@ while True:
 
 # Log lines that are not the service's own: systemd about processes left in the unit
 # (users' servers, while they run inside the hub's unit).
-_NOT_OURS = ("remains running after unit stopped", "Found left-over process")
+_NOT_OURS = ("remains running after unit stopped", "Found left-over process",
+             "This usually indicates unclean termination of a previous run")
 _ERROR_WORDS = ("error", "traceback", "critical", "fatal", "exception", "failed", "denied",
                 "unable", "cannot")
 

@@ -242,9 +242,11 @@ def test_hub_that_cannot_start_is_detected_in_seconds_with_its_own_error(base, t
     assert "jupyterhub.service" in message and "exited" in message, message
     assert "the hub's error: " in message and "sqlite" in message.split("the hub's error: ")[1]
     assert "previous jupyterhub_config.py was put back and the hub answers again" in message
-    assert "unable to open database file" in step["error"]["stderr"], step["error"]["stderr"]
+    assert "Directory /nonexistent/dir does not exist" in step["error"]["stderr"], \
+        step["error"]["stderr"]
     assert "jupyterhub-sing" not in step["error"]["stderr"]
     assert "remains running after unit stopped" not in step["error"]["stderr"]
+    assert "unclean termination" not in step["error"]["stderr"]
     assert host["reason"] == message
     assert sh("lab1", "cat /etc/jupyterhub/jupyterhub_config.py") == before
     assert json.loads(sh("lab1", "curl -fsS http://127.0.0.1:8081/hub/api"))["version"]

@@ -143,6 +143,8 @@ HUB_CRASH = journal(
     {"_COMM": "jupyterhub", "MESSAGE": "sqlite3.OperationalError: unable to open database file"},
     {"_COMM": "systemd", "MESSAGE": "jupyterhub.service: Unit process 4711 "
                                     "(jupyterhub-sing) remains running after unit stopped."},
+    {"_COMM": "systemd", "MESSAGE": "This usually indicates unclean termination of a previous "
+                                    "run, or service implementation deficiencies."},
     {"_COMM": "systemd", "MESSAGE": "jupyterhub.service: Main process exited, code=exited, "
                                     "status=1/FAILURE"},
 )
