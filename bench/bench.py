@@ -10,7 +10,9 @@ median of --repeat runs. Needs root (it boots lab hosts with `invoke lab.up`).
 With --fresh it also boots 4 more hosts and compares a fresh install of the full stack on
 2 of them with the bare install commands typed by hand on the other 2 (both in parallel).
 
-Measures; asserts nothing (tests never time things).
+Each no-op is paired with the floor (bench/floor.py: this Python, Fabric, one connection and
+one command per host, nothing else), run in turn; the ratio printed is the median of the
+pairs' ratios. Measures; asserts nothing (tests never time things).
 """
 
 from __future__ import annotations
@@ -52,21 +54,45 @@ def run(args: list[str], report: Path) -> tuple[float, dict]:
     return wall, json.loads(report.read_text())
 
 
-def measure(label: str, args: list[str], repeat: int, tmp: Path) -> dict:
+def floor(inv: str, hosts: str) -> float:
+    """bench/floor.py once: Python + Fabric, one connection and one command per host."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "floor.py"),
+                           str(Path(inv) / "lab.yml"), hosts], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"bench: the Fabric floor failed:\n{proc.stderr[-2000:]}")
+    return wall
+
+
+def measure(label: str, args: list[str], repeat: int, tmp: Path,
+            inv: str | None = None) -> dict:
+    """No-op runs of ``args``; with ``inv``, each paired with a run of the Fabric floor on
+    the same hosts (tool, floor, tool, floor...), and the median of the pairs' ratios."""
     report = tmp / "report.json"
     run(args, report)  # converge first: what follows is the no-op
-    walls, trips, changed = [], [], 0
+    walls, floors, trips, changed = [], [], [], 0
+    hosts = args[args.index("--hosts") + 1]
     for _ in range(repeat):
         wall, data = run(args, report)
         walls.append(wall)
-        hosts = data["hosts"].values()
-        trips.append(max(h["round_trips"] for h in hosts))
-        changed += sum(h["changed"] for h in hosts)
+        if inv:
+            floors.append(floor(inv, hosts))
+        per_host = data["hosts"].values()
+        trips.append(max(h["round_trips"] for h in per_host))
+        changed += sum(h["changed"] for h in per_host)
     row = {"scenario": label, "best_s": round(min(walls), 3),
            "median_s": round(statistics.median(walls), 3), "round_trips_per_host": max(trips),
            "changed": changed}
+    extra = ""
+    if floors:
+        row["floor_median_s"] = round(statistics.median(floors), 3)
+        ratios = [w / f for w, f in zip(walls, floors, strict=True)]
+        row["ratio_to_floor"] = round(statistics.median(ratios), 2)
+        extra = f"  floor {row['floor_median_s']:.3f}s  ratio {row['ratio_to_floor']:.2f}x"
     print(f"{label:<42} best {row['best_s']:6.3f}s  median {row['median_s']:6.3f}s  "
-          f"round trips/host {row['round_trips_per_host']}  changed {changed}", flush=True)
+          f"round trips/host {row['round_trips_per_host']}  changed {changed}{extra}",
+          flush=True)
     return row
 
 
@@ -122,12 +148,12 @@ def main() -> None:
             hosts = ",".join(f"lab{i}" for i in range(1, n + 1))
             rows.append(measure(f"no-op users+wheel, {n} host(s)",
                                 ["provision", "--hosts", hosts, "--inventory", inv, "--roles",
-                                 "users,wheel"], opts.repeat, tmp))
+                                 "users,wheel"], opts.repeat, tmp, inv))
         for n in (1, 2):
             hosts = ",".join(f"lab{i}" for i in range(1, n + 1))
             rows.append(measure(f"no-op full stack, {n} host(s)",
                                 ["provision", "--hosts", hosts, "--inventory", inv],
-                                opts.repeat, tmp))
+                                opts.repeat, tmp, inv))
         report = tmp / "add.json"
         walls = []
         for i in range(opts.repeat):

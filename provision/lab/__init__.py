@@ -14,8 +14,19 @@ See docs/lab.md. Python API (all need root except `status`):
 
 from __future__ import annotations
 
-from provision.lab.errors import LabError
-from provision.lab.host import leftovers
-from provision.lab.manage import LabHost, down, run_ssh, ssh_argv, status, up
+from typing import Any
 
 __all__ = ["LabError", "LabHost", "down", "leftovers", "run_ssh", "ssh_argv", "status", "up"]
+_WHERE = {"LabError": "errors", "leftovers": "host", "LabHost": "manage", "down": "manage",
+          "run_ssh": "manage", "ssh_argv": "manage", "status": "manage", "up": "manage"}
+
+
+def __getattr__(name: str) -> Any:
+    """Loaded on first use: `invoke --list` or a provision run never pays for the lab."""
+    if name not in _WHERE:
+        raise AttributeError(f"module 'provision.lab' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"provision.lab.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

@@ -17,7 +17,6 @@ from invoke.exceptions import Exit
 
 from provision import lab
 from provision.lab import config
-from provision.lab.host import system_state
 
 
 def _log_to_stderr() -> None:
@@ -102,6 +101,8 @@ def status(c: Context) -> None:
     if not hosts:
         print("no lab hosts (start some with `invoke lab.up --count N`)")
         return
+    from provision.lab.host import system_state
+
     systemd = {h.name: system_state(h.name) if h.state == "running" else "-" for h in hosts}
     print(_table(hosts, systemd))
 
