@@ -40,7 +40,7 @@ SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 
 
 def enabled(v: dict[str, Any]) -> bool:
-    return v["jupyterhub_idle_timeout"] > 0
+    return v["jupyterhub_idle_timeout"] != 0  # a negative one is refused by check()
 
 
 def check(v: dict[str, Any]) -> list[tuple[str, str]]:

@@ -5,6 +5,7 @@ imports a role)."""
 from __future__ import annotations
 
 import ast
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -301,3 +302,25 @@ def test_a_module_that_breaks_the_contract_is_refused(pkg, body, message):
 def test_two_modules_with_one_role_name_are_refused(pkg):
     with pytest.raises(RoleError, match="are both role a"):
         Registry(pkg({"a": role_src("a"), "b": role_src("a")}))
+
+
+# ------------------------------------------------------------------ a contribution-only role
+def test_the_culler_contributes_only_to_the_hub_and_costs_no_round_trip():
+    from roles import culler
+
+    assert not hasattr(culler, "plan") and not hasattr(culler, "facts")
+    v = inventory_vars(jupyterhub_idle_timeout=0)
+    assert "idle-culler" not in jupyterhub.render_config(v)
+    assert not any(p.startswith("jupyterhub-idle-culler") for p in jupyterhub.requirements(v))
+    lab = Lab({"lab1": converged(inventory_vars())})
+    assert lab.run().hosts["lab1"].round_trips == 1
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("jupyterhub_idle_timeout", -1, "must be 0 (off) or a number of seconds"),
+    ("jupyterhub_idle_max_age", -5, "must be 0 (off) or a number of seconds"),
+    ("jupyterhub_idle_cull_every", 0, "must be at least 1 second"),
+])
+def test_culler_values_are_checked_before_connecting(key, value, message):
+    with pytest.raises(AssertionError, match=f"{key}: {re.escape(message)}"):
+        inventory_vars(**{key: value})
