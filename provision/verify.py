@@ -16,10 +16,24 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .config import REPO, load_run
+from .config import REPO, load_run, proxy_jump
+from .errors import ConfigError
 from .inventory import Host
 
 SUITE = REPO / "tests" / "infra"
+
+
+def _word(host: str, key: str, value: object) -> str:
+    """One ssh_config value: a single word, never anything ssh could read as more (the
+    variables' types already refuse these; this is the last line of defence)."""
+    text = str(value)
+    if not text or any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c in "\"'#="
+                       for c in text):
+        from .variables import bounded_repr
+
+        raise ConfigError(f"host {host}: {key} {bounded_repr(text)} cannot be written to "
+                          "an ssh_config line (one word, no quotes, '#' or '=')")
+    return text
 
 
 def ssh_config(hosts: list[Host]) -> str:
@@ -27,17 +41,26 @@ def ssh_config(hosts: list[Host]) -> str:
     lines = []
     for h in hosts:
         v = h.vars
-        lines.append(f"Host {h.name}")
-        lines.append(f"  HostName {v.get('ansible_host') or h.name}")
+
+        def word(key: str, value: object, host: str = h.name) -> str:
+            return _word(host, key, value)
+
+        lines.append(f"Host {word('host name', h.name)}")
+        lines.append(f"  HostName {word('ansible_host', v.get('ansible_host') or h.name)}")
         if v.get("ansible_port"):
-            lines.append(f"  Port {v['ansible_port']}")
+            lines.append(f"  Port {word('ansible_port', v['ansible_port'])}")
         if v.get("ansible_user"):
-            lines.append(f"  User {v['ansible_user']}")
+            lines.append(f"  User {word('ansible_user', v['ansible_user'])}")
         if v.get("ansible_ssh_private_key_file"):
-            lines.append(f"  IdentityFile {v['ansible_ssh_private_key_file']}")
+            key = v["ansible_ssh_private_key_file"]
+            lines.append(f"  IdentityFile {word('ansible_ssh_private_key_file', key)}")
             lines.append("  IdentitiesOnly yes")
         if v.get("provision_known_hosts_file"):
-            lines.append(f"  UserKnownHostsFile {v['provision_known_hosts_file']}")
+            known = v["provision_known_hosts_file"]
+            lines.append(f"  UserKnownHostsFile {word('provision_known_hosts_file', known)}")
+        jump = proxy_jump(v.get("ansible_ssh_common_args"))
+        if jump:
+            lines.append(f"  ProxyJump {word('ansible_ssh_common_args', jump)}")
         checking = "yes" if v.get("ansible_host_key_checking", True) else "no"
         lines.append(f"  StrictHostKeyChecking {checking}")
         lines.append("  BatchMode yes")
@@ -53,9 +76,10 @@ def verify(hosts: str = "all", *, inventory: str | None = None, smoke: str | Non
            extra: list[str] | None = None, quiet: bool = False) -> int:
     """Run the suite; returns pytest's exit code (0: every host is as the inventory says)."""
     cfg = load_run(inventory, hosts)
+    text = ssh_config(cfg.hosts)
     fd, path = tempfile.mkstemp(prefix="jhprov-ssh-", suffix=".conf")
     with os.fdopen(fd, "w") as fh:
-        fh.write(ssh_config(cfg.hosts))
+        fh.write(text)
     argv = [sys.executable, "-m", "pytest", str(SUITE), "-p", "no:cacheprovider",
             "--rootdir", str(REPO), "-o", "testpaths=tests/infra",
             f"--hosts={','.join('ssh://' + h.name for h in cfg.hosts)}",
