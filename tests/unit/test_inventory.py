@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,44 @@ def test_unknown_variable_without_close_match_has_no_suggestion(tmp_path):
     with pytest.raises(ConfigError) as err:
         run_with(tmp_path, {"lab1": "lab_zzzz_qqqq: 1\n"})
     assert "did you mean" not in problems_of(err)
+
+
+def test_other_playbooks_variables_are_ignored_and_listed(tmp_path):
+    write_tree(tmp_path, {"hosts.yml": "all:\n  hosts:\n    lab1:\n      ntp_servers: [a]\n",
+                          "group_vars/all.yml": "course_term: fall\nusersx: 1\n"})
+    cfg = load_run(tmp_path, "all")
+    assert cfg.ignored == ["course_term", "ntp_servers", "usersx"]
+
+
+@pytest.mark.parametrize("name", ["users_defalt_shell", "wheel_grp", "nodejs_src",
+                                  "apache_enbled", "provision_conect_timeout", "lab_whatever",
+                                  "jupyterhub_idle_timout"])
+def test_a_typo_inside_our_namespace_is_still_an_error(tmp_path, name):
+    with pytest.raises(ConfigError, match=f"unknown variable {name!r}"):
+        run_with(tmp_path, {"lab1": f"{name}: 1\n"})
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("ansible_connection: winrm", "ansible_connection 'winrm' is not supported"),
+    ("ansible_connection: docker", "ansible_connection 'docker' is not supported"),
+    ("ansible_become_method: su", "ansible_become_method 'su' is not supported (only sudo)"),
+    ("ansible_become_user: postgres", "ansible_become_user 'postgres' is not supported"),
+    ("ansible_ssh_common_args: -o ProxyCommand=nc", "ansible_ssh_common_args"),
+    ("ansible_ssh_extra_args: -v", "ansible_ssh_extra_args is not supported"),
+    ("{ansible_become: false, ansible_user: admin}", "ansible_become: false with a non-root"),
+])
+def test_unsupported_ways_of_reaching_a_host_are_errors(tmp_path, setting, message):
+    text = setting[1:-1].replace(", ", "\n") + "\n" if setting.startswith("{") else \
+        setting + "\n"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run_with(tmp_path, {"lab1": text})
+
+
+@pytest.mark.parametrize("setting", ["ansible_connection: ssh", "ansible_connection: local",
+                                     "ansible_become: true", "ansible_become_user: root",
+                                     "ansible_ssh_common_args: -o ProxyJump=ops@bastion:22"])
+def test_supported_ways_of_reaching_a_host_are_accepted(tmp_path, setting):
+    run_with(tmp_path, {"lab1": setting + "\n"})
 
 
 def test_other_ansible_settings_are_accepted(tmp_path):
