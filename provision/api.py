@@ -27,7 +27,10 @@ def failed_last_time(path: Path = LAST_RUN) -> str:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"--retry-failed: no previous run recorded ({path})") from exc
-    hosts = data.get("failed_hosts") or []
+    hosts = data.get("failed_hosts") if isinstance(data, dict) else None
+    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+        raise ConfigError(f"--retry-failed: {path} is not a report of a previous run "
+                          "(no list of failed_hosts)")
     if not hosts:
         raise ConfigError("--retry-failed: the last run had no failed host; nothing to retry")
     return ",".join(hosts)
@@ -42,6 +45,9 @@ def provision(hosts: str = "all", *, inventory: str | None = None, check: bool =
     inventory or the options are wrong."""
     if forks < 1:
         raise ConfigError(f"--forks {forks}: must be at least 1")
+    if json_path and (Path(json_path).is_dir() or not Path(json_path).parent.is_dir()):
+        raise ConfigError(f"--json: {json_path} is a directory, or its directory does not "
+                          "exist: name a file")
     cfg = config or load_run(inventory, hosts, cli_vars, only_roles=roles)
     display = display or Display(verbose=verbose, diff=diff)
     if verbose and cfg.ignored:

@@ -7,11 +7,12 @@ round-trip mode preserves comments and ordering, which PyYAML cannot.
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .files import write_private
 from .inventory import Inventory
 
 
@@ -70,12 +71,9 @@ def update_user(path: Path, name: str, fields: dict[str, Any] | None = None, *,
             entry.pop(key, None)
         else:
             entry[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        y.dump(data, fh)
-    os.replace(tmp, path)
+    out = io.StringIO()
+    y.dump(data, out)
+    write_private(path, out.getvalue(), what="users file")
     return before, dict(entry)
 
 
@@ -84,8 +82,4 @@ def restore(path: Path, text: str | None) -> None:
     if text is None:
         path.unlink(missing_ok=True)
     else:
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        write_private(path, text, what="users file")

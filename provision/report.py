@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -89,11 +88,6 @@ class RunReport:
 
     def write(self, path: str | Path) -> None:
         """Write the report atomically (0600: it may name users and paths)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.as_dict(), fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
+        from .files import write_private
+
+        write_private(path, json.dumps(self.as_dict(), indent=2) + "\n", what="--json")

@@ -13,6 +13,7 @@ tokens, RBAC roles, config lines, packages): this role renders them all, and nam
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from provision.errors import ConfigError, ProvisionError
@@ -33,6 +34,7 @@ from provision.steps import (
     Action,
     Command,
     Upload,
+    file_diff,
     plan_apt,
     plan_directory,
     plan_file,
@@ -214,6 +216,21 @@ def render_config(v: dict[str, Any]) -> str:
     return text
 
 
+EXTRA_MARK = b"# --- jupyterhub_extra_config"
+
+
+def mask_extra(text: bytes) -> bytes:
+    """The config with the jupyterhub_extra_config block replaced by a line saying how long
+    it is and its hash (so a diff still shows that it changed, never what it says)."""
+    head, mark, tail = text.partition(EXTRA_MARK)
+    if not mark:
+        return text
+    body = tail.split(b"\n", 1)[1] if b"\n" in tail else b""
+    digest = hashlib.sha256(body).hexdigest()[:12]
+    return (head + mark + b" (not shown: " + str(len(body.strip().splitlines())).encode() +
+            b" lines, sha256 " + digest.encode() + b"...)\n")
+
+
 def render_unit(v: dict[str, Any]) -> str:
     return render("jupyterhub/jupyterhub.service.j2", dict(
         v, proxy_unit=PROXY_UNIT, proxy_env_file=PROXY_ENV_FILE,
@@ -266,8 +283,14 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
     ]
     actions += [plan_secret(facts, service_token_file(s["name"]), prefix=f"{s['token_env']}=",
                             notify=(HANDLER,)) for s in token_services(v)]
-    cfg = plan_file(facts, config_path(v), config, mode="0644", validate=list(loader),
+    # 0640: the hub runs as root, and jupyterhub_extra_config is where OAuth client secrets
+    # go; for the same reason that block is masked in every diff, report and last-run.
+    cfg = plan_file(facts, config_path(v), config, mode="0640", validate=list(loader),
                     notify=(HANDLER,))
+    if any(isinstance(op, Upload) for op in cfg.ops):
+        old = facts.file(config_path(v)).content
+        cfg.diff = file_diff(config_path(v), mask_extra(old) if old is not None else None,
+                             mask_extra(config.encode()))
     if any(isinstance(op, Upload) for op in cfg.ops) and facts.file(config_path(v)).exists:
         # Keep the config in use, so a hub that fails with the new one can be rolled back.
         cfg.ops.insert(0, Command(["cp", "--preserve=mode,ownership", "--",

@@ -264,7 +264,11 @@ def test_secrets_never_leak(base, tmp_path):
     }
     assert all(len(v) > 20 for v in secrets.values())
     outputs = []
+    # what sysadmins put in jupyterhub_extra_config: OAuth client secrets
+    secrets["oauth secret"] = "oauth-client-S3CRET-4711"
+    oauth = f"jupyterhub_extra_config=c.Authenticator.client_secret = '{secrets['oauth secret']}'"
     for extra in (["--check", "--diff", "--verbose", "--var", "jupyterhub_port=8002"],
+                  ["--check", "--diff", "--verbose", "--var", oauth],
                   ["--diff", "--verbose"]):
         proc, report = provision_json(base, "lab1", tmp_path, *extra, check=False)
         outputs += [proc.stdout, proc.stderr, json.dumps(report)]

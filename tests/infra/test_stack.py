@@ -62,7 +62,7 @@ def _check_file(host, path: str, *, mode: int, content: str | None = None,
 
 
 def test_hub_config(host, hv):
-    _check_file(host, jupyterhub.config_path(hv), mode=0o644,
+    _check_file(host, jupyterhub.config_path(hv), mode=0o640,
                 content=jupyterhub.render_config(hv))
 
 

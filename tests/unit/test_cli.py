@@ -65,3 +65,41 @@ def test_lab_count_that_is_not_a_number_is_an_error():
     proc = invoke("lab.up", "--count", "abc")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--count: 'abc' is not a whole number" in proc.stderr
+
+
+def test_json_into_a_directory_is_refused_before_the_run(tmp_path):
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("all:\n  hosts:\n    lab1:\n      ansible_host: 127.0.0.1\n"
+                   "      ansible_port: 1\n")
+    proc = invoke("provision", "--inventory", str(inv), "--json", str(tmp_path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"--json: {tmp_path} is a directory" in proc.stderr
+    assert "lab1" not in proc.stdout  # nothing ran
+
+
+def test_a_malformed_last_run_is_an_error_not_a_traceback(tmp_path):
+    from provision import api
+    from provision.errors import ConfigError
+
+    bad = tmp_path / "last-run.json"
+    for text in ("[1, 2]", '{"failed_hosts": 5}', "{not json"):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match="--retry-failed"):
+            api.failed_last_time(bad)
+
+
+def test_private_files_are_made_exclusively_and_never_follow_a_planted_link(tmp_path):
+    import os
+
+    from provision.files import write_private
+
+    target = tmp_path / "users.yml"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("untouched")
+    os.symlink(elsewhere, tmp_path / ".users.yml.tmp")  # the old, predictable temp name
+    (tmp_path / ".users.yml.tmp2").write_text("x")
+    write_private(target, "users: []\n", what="users file")
+    assert target.read_text() == "users: []\n" and elsewhere.read_text() == "untouched"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") and p.is_file()
+                and not p.is_symlink()]

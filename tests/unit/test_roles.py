@@ -384,3 +384,20 @@ def test_paths_in_a_users_home_are_changed_as_that_user():
             assert op.argv[:4] == ["runuser", "-u", "alice", "--"], op.argv
         else:
             assert op.run_as == "alice", op
+
+
+@pytest.mark.parametrize("before, after", [
+    ("", "c.GenericOAuthenticator.client_secret = 'S3CRET-one'\n"),
+    ("c.GenericOAuthenticator.client_secret = 'S3CRET-one'\n",
+     "c.GenericOAuthenticator.client_secret = 'S3CRET-two'\n"),
+])
+def test_extra_config_is_masked_in_the_diff_and_the_file_is_0640(before, after):
+    host = converged(inventory_vars(jupyterhub_extra_config=before))
+    v = inventory_vars(jupyterhub_extra_config=after, jupyterhub_start_timeout=61)
+    config = by_name(plan_role("jupyterhub", v, host),
+                     "file /etc/jupyterhub/jupyterhub_config.py")
+    assert "S3CRET" not in config.diff and "S3CRET" not in repr(config.ops[-1].shown())
+    assert "+c.Spawner.start_timeout = 61" in config.diff  # the rest of the diff is there
+    assert "jupyterhub_extra_config (not shown: 1 lines, sha256 " in config.diff
+    upload = next(op for op in config.ops if isinstance(op, Upload))
+    assert upload.mode == "0640" and b"S3CRET" in upload.content
