@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import select
 import shlex
+import logging
 import socket
 import subprocess
 import time
@@ -203,6 +204,14 @@ class SSHTransport(Transport):
         from fabric import Connection
         from paramiko import AuthenticationException, RejectPolicy, SSHException, WarningPolicy
 
+        # paramiko logs a failed handshake (a port that accepts TCP but never speaks SSH)
+        # with a traceback from its transport thread; the exception it raises here says the
+        # same in one line, which the recap shows.
+        quiet = logging.getLogger("paramiko")
+        if not quiet.handlers:
+            quiet.addHandler(logging.NullHandler())
+            quiet.propagate = False
+
         kwargs: dict = {}
         if self._key_file:
             kwargs["key_filename"] = [self._key_file]
@@ -211,7 +220,8 @@ class SSHTransport(Transport):
             user=self._user,
             port=self._port,
             connect_timeout=self._connect_timeout,
-            connect_kwargs=kwargs,
+            connect_kwargs={**kwargs, "banner_timeout": self._connect_timeout,
+                            "auth_timeout": self._connect_timeout * 3},
         )
         # ansible_ssh_common_args: -o ProxyJump=... becomes a Fabric gateway, whose host key
         # is checked exactly like the target's (~/.ssh/config and known_hosts apply to both).

@@ -103,3 +103,25 @@ def test_private_files_are_made_exclusively_and_never_follow_a_planted_link(tmp_
     assert oct(target.stat().st_mode & 0o777) == "0o600"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") and p.is_file()
                 and not p.is_symlink()]
+
+
+def test_a_port_that_never_speaks_ssh_is_unreachable_in_one_line(tmp_path):
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    held = []
+    threading.Thread(target=lambda: [held.append(srv.accept()) for _ in range(4)],
+                     daemon=True).start()
+    port = srv.getsockname()[1]
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(f"all:\n  hosts:\n    mute:\n      ansible_host: 127.0.0.1\n"
+                   f"      ansible_port: {port}\n      provision_connect_timeout: 2\n"
+                   "      ansible_host_key_checking: false\n")
+    proc = invoke("provision", "--inventory", str(inv))
+    srv.close()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    assert "unreachable" in proc.stdout.lower(), proc.stdout
