@@ -231,11 +231,41 @@ def as_user(user: str | None, argv: list[str]) -> list[str]:
     return ["runuser", "-u", user, "--", *argv] if user else argv
 
 
+# chown for a path a user controls (below their home): root walks to it one component at
+# a time with O_NOFOLLOW, so a symlink the user planted anywhere on the way (not only the
+# last component, which `chown --no-dereference` covers) stops the walk instead of
+# redirecting root's chown to another file. A user cannot chown, so this stays root's.
+NOFOLLOW_CHOWN = """import grp, os, pwd, sys
+path, owner, group = sys.argv[1:4]
+parts = [p for p in path.split("/") if p]
+if not path.startswith("/") or ".." in parts:
+    sys.exit("refusing %r: not an absolute path without '..'" % path)
+fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+try:
+    for part in parts[:-1]:
+        try:
+            step = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        except OSError as exc:
+            sys.exit("refusing to chown %s: %s is a symlink or not a directory (%s)"
+                     % (path, part, exc.strerror))
+        os.close(fd)
+        fd = step
+    os.chown(parts[-1], pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid,
+             dir_fd=fd, follow_symlinks=False)
+finally:
+    os.close(fd)
+"""
+
+
 def _attr_ops(path: str, f: FileFact, mode: str, owner: str, group: str,
               run_as: str | None = None) -> tuple[list[Op], list[str]]:
     ops: list[Op] = []
     lines: list[str] = []
-    if f.owner != owner or f.group != group:
+    if (f.owner != owner or f.group != group) and run_as:
+        ops.append(Command(["python3", "-I", "-c", NOFOLLOW_CHOWN, path, owner, group],
+                           display=f"chown {owner}:{group} {path} (no symlink followed)"))
+        lines.append(f"~ {path}: owner {f.owner}:{f.group} -> {owner}:{group}")
+    elif f.owner != owner or f.group != group:
         ops.append(Command(["chown", "--no-dereference", f"{owner}:{group}", "--", path]))
         lines.append(f"~ {path}: owner {f.owner}:{f.group} -> {owner}:{group}")
     if f.mode != _mode(mode):

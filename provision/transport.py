@@ -13,9 +13,9 @@ reused), ``LocalTransport`` (this machine) and ``FakeTransport`` (unit tests).
 
 from __future__ import annotations
 
+import logging
 import select
 import shlex
-import logging
 import socket
 import subprocess
 import time

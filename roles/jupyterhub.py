@@ -247,21 +247,28 @@ def facts(v: dict[str, Any]) -> FactRequest:
         secret={secret_path(v), *(service_token_file(s["name"]) for s in token_services(v))},
         units={UNIT},
     )
-    nb = v["jupyterhub_notebook_dir"]
-    if nb and nb.startswith("~/"):
-        req.files.update(f"~{u['name']}/{nb[2:].rstrip('/')}" for u in active_users(v))
+    for u in active_users(v):
+        req.files.update(f"~{u['name']}/{rel}" for rel in _notebook_parts(v))
     return req
 
 
-def _notebook_dirs(v: dict[str, Any], facts: Facts) -> list[Action]:
+def _notebook_parts(v: dict[str, Any]) -> list[str]:
+    """'~/work/notebooks' -> ['work', 'work/notebooks']: each directory below the home,
+    made (and checked: a symlink there is refused) one at a time, as the user."""
     nb = v["jupyterhub_notebook_dir"]
     if not nb or not nb.startswith("~/"):
         return []
+    parts = [p for p in nb[2:].split("/") if p]
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _notebook_dirs(v: dict[str, Any], facts: Facts) -> list[Action]:
     out = []
     for u in active_users(v):
-        path = f"{home_of(facts, u['name'])}/{nb[2:].rstrip('/')}"
-        out.append(plan_directory(facts, path, mode="0750", owner=u["name"], group=u["name"],
-                                  run_as=u["name"]))
+        for rel in _notebook_parts(v):
+            path = f"{home_of(facts, u['name'])}/{rel}"
+            out.append(plan_directory(facts, path, mode="0750", owner=u["name"],
+                                      group=u["name"], run_as=u["name"]))
     return out
 
 

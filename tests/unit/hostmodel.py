@@ -326,6 +326,11 @@ class Shell:
 
         if argv[1:3] == ["-c", HEALTH_SCRIPT]:  # the service answers
             return 0, '{"ok": true, "reason": "", "since": 1796000000, "seconds": 0.4}', ""
+        from provision.steps import NOFOLLOW_CHOWN
+
+        if argv[1:4] == ["-I", "-c", NOFOLLOW_CHOWN]:
+            self.st.files[argv[4]].update(owner=argv[5], group=argv[6])
+            return None
         if argv[1:3] == ["-m", "venv"]:
             self.st.venvs[argv[-1]] = ["pip-23.0.1.dist-info"]
             return None

@@ -11,7 +11,7 @@ A case holds:
 - ``args`` / ``kwargs`` for the planner (``plan_user``'s first arg is a ``UserSpec`` dict);
 - ``expect``: ``ops`` (argv lists; ``{argv, stdin}`` for a command with input;
   ``{upload, mode, owner, group, validate}`` for an upload; ``{refuse: text}`` for a
-  refusal whose message contains text; ``$SECRET_SCRIPT`` stands for the
+  refusal whose message contains text; ``$SECRET_SCRIPT`` (``$NOFOLLOW_CHOWN``) stands for the
   secret-generating script), ``diff`` (substrings that must appear), ``diff_excludes``
   and ``hidden`` (strings that must appear in no diff and no shown command), ``notify``;
 - ``xfail``: set when the case documents a known bug (the test then flips when fixed).
@@ -70,7 +70,8 @@ def shown_op(op: steps.Op) -> Any:
     if isinstance(op, Upload):
         return {"upload": op.path, "mode": op.mode, "owner": op.owner, "group": op.group,
                 "validate": op.validate}
-    argv = ["$SECRET_SCRIPT" if a == steps.SECRET_SCRIPT else a for a in op.argv]
+    names = {steps.SECRET_SCRIPT: "$SECRET_SCRIPT", steps.NOFOLLOW_CHOWN: "$NOFOLLOW_CHOWN"}
+    argv = [names.get(a, a) for a in op.argv]
     return {"argv": argv, "stdin": op.stdin.decode()} if op.stdin else argv
 
 

@@ -146,3 +146,38 @@ def test_plan_directory_argv_is_not_reinterpreted(path):
     (op,) = act.ops
     assert through_the_wire(op.argv) == op.argv
     assert op.argv[-2:] == ["--", "/" + path]
+
+
+def test_nofollow_chown_never_follows_a_link_planted_on_the_way(tmp_path):
+    """Runs the real script here (the tests run as root, like the tool on a host)."""
+    import grp
+    import os
+    import pwd
+    import subprocess
+    import sys
+
+    from provision.steps import NOFOLLOW_CHOWN
+
+    assert os.geteuid() == 0, "this test runs the chown for real: run the suite as root"
+    nobody, nogroup = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    target = tmp_path / "etc-like" / "notebooks"
+    target.mkdir(parents=True)
+    home = tmp_path / "home" / "alice"
+    home.mkdir(parents=True)
+    (home / "work").symlink_to(tmp_path / "etc-like")  # planted by the user
+
+    def chown(path):
+        return subprocess.run([sys.executable, "-I", "-c", NOFOLLOW_CHOWN, str(path),
+                               "nobody", "nogroup"], capture_output=True, text=True)
+
+    proc = chown(home / "work" / "notebooks")
+    assert proc.returncode != 0 and "work is a symlink or not a directory" in proc.stderr
+    assert (target.stat().st_uid, target.stat().st_gid) == (0, 0)  # not redirected
+    (home / "real").mkdir()
+    (home / "real" / "last-link").symlink_to(target)  # a link as the last component
+    assert chown(home / "real" / "last-link").returncode == 0
+    assert (target.stat().st_uid, target.stat().st_gid) == (0, 0)  # the link, not its target
+    assert os.lstat(home / "real" / "last-link").st_uid == nobody
+    assert chown(home / "real").returncode == 0
+    assert ((home / "real").stat().st_uid, (home / "real").stat().st_gid) == (nobody, nogroup)
+    assert chown(tmp_path / ".." / tmp_path.name).returncode != 0  # '..' refused

@@ -401,3 +401,23 @@ def test_extra_config_is_masked_in_the_diff_and_the_file_is_0640(before, after):
     assert "jupyterhub_extra_config (not shown: 1 lines, sha256 " in config.diff
     upload = next(op for op in config.ops if isinstance(op, Upload))
     assert upload.mode == "0640" and b"S3CRET" in upload.content
+
+
+def test_a_notebook_dir_of_several_parts_is_made_part_by_part_as_the_user():
+    v = inventory_vars(jupyterhub_notebook_dir="~/work/notebooks")
+    actions = [a for a in plan_role("jupyterhub", v, fresh()) if "/home/" in a.name]
+    assert names(actions) == ["directory /home/alice/work", "directory /home/alice/work/notebooks",
+                              "directory /home/bob/work", "directory /home/bob/work/notebooks"]
+    assert argvs(actions[0]) == [["runuser", "-u", "alice", "--", "mkdir", "-m", "0750", "--",
+                                  "/home/alice/work"]]
+    assert not changes(plan_role("jupyterhub", v, converged(v)))
+
+
+def test_a_link_planted_on_the_way_to_the_notebook_dir_is_refused():
+    v = inventory_vars(jupyterhub_notebook_dir="~/work/notebooks")
+    host = converged(v)
+    host.files["/home/alice/work"] = {"type": "link", "target": "/etc", "mode": "0777",
+                                      "owner": "alice", "group": "alice"}
+    actions = plan_role("jupyterhub", v, host)
+    bad = by_name(actions, "directory /home/alice/work")
+    assert refusal(bad) and "is a link, not a directory" in refusal(bad)
