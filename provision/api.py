@@ -70,11 +70,12 @@ def read_password(password_file: str | None) -> str | None:
     if password_file == "-":
         text = sys.stdin.readline().rstrip("\n")
     elif password_file:
-        try:
-            text = Path(password_file).read_text(encoding="utf-8").splitlines()[0]
-        except (OSError, IndexError) as exc:
-            raise ConfigError(f"--password-file {password_file}: cannot read a password "
-                              f"({getattr(exc, 'strerror', None) or 'empty file'})") from exc
+        from .files import read_text
+
+        lines = read_text(password_file, what="--password-file", limit=4096).splitlines()
+        if not lines:
+            raise ConfigError(f"--password-file {password_file}: the file is empty")
+        text = lines[0]
     elif sys.stdin.isatty():
         text = getpass.getpass("Password: ")
         if getpass.getpass("Again: ") != text:

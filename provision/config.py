@@ -169,7 +169,6 @@ def validate_host(host: Host, variables: dict[str, Var], roles: list[ModuleType]
             problems.append(f"{host.origin(name)}: {why}")
     for key, why in check_reach(host.vars):
         problems.append(f"{host.origin(key)}: {why}")
-    type_problems = bool(problems)
     for role in roles:
         check = getattr(role, "check", None)
         if not check:
@@ -177,8 +176,10 @@ def validate_host(host: Host, variables: dict[str, Var], roles: list[ModuleType]
         try:
             found = check(host.vars)
         except (TypeError, ValueError, KeyError, AttributeError, IndexError):
-            # A variable this rule reads has the wrong type: already reported above.
-            if not type_problems:
+            # A variable this rule reads has the wrong type: already reported above (by
+            # the variable's type, or an earlier role's check, e.g. a user name that is a
+            # list). Without such a report it is a bug, and it says so.
+            if not problems:
                 raise
             continue
         for key, why in found:
@@ -192,8 +193,10 @@ def check_across_hosts(hosts: list[Host]) -> list[str]:
     uid_of: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
     name_of: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for host in hosts:
-        for user in host.vars.get("users") or []:
-            if isinstance(user, dict) and isinstance(user.get("uid"), int):
+        listed = host.vars.get("users")
+        for user in listed if isinstance(listed, list) else []:  # else: reported per host
+            if isinstance(user, dict) and isinstance(user.get("name"), str) and \
+                    isinstance(user.get("uid"), int):
                 uid_of[user["name"]][user["uid"]].append(host.name)
                 name_of[user["uid"]][user["name"]].append(host.name)
     for name, uids in sorted(uid_of.items()):

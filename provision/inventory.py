@@ -24,21 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from .errors import ConfigError
-from .inventory_ini import expand_range, parse_ini
+from .files import load_yaml, read_text
+from .inventory_ini import expand_range, parse_ini, valid_host_name
 
 INVENTORY_SUFFIXES = (".yml", ".yaml")
-# A host's inventory name reaches ssh_config (verify), the report, and Apache's ServerName
-# by default: a DNS name, an IPv4 address or a bare IPv6 address, never anything a config
-# line or a command line could read as more than one word. Groups: Ansible's rule.
-HOST_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})|[0-9A-Fa-f:]+:[0-9A-Fa-f:.]*")
 GROUP_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 
 
 def host_name_problem(name: str) -> str | None:
-    if HOST_NAME_RE.fullmatch(name) and not name.endswith(("-", ".")):
+    if valid_host_name(name):
         return None
     from .variables import bounded_repr
 
@@ -168,10 +164,9 @@ class Inventory:
         if path.suffix in INVENTORY_SUFFIXES:
             return self._read_yaml(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            self.problems.append(f"{self._rel(path)}: cannot read: "
-                                 f"{getattr(exc, 'strerror', None) or exc}")
+            text = read_text(path, what=self._rel(path))
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
             return None
         data, problems, lines = parse_ini(text, self._rel(path))
         self.problems.extend(problems)
@@ -180,14 +175,9 @@ class Inventory:
 
     def _read_yaml(self, path: Path) -> Any:
         try:
-            return yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            self.problems.append(f"{self._rel(path)}:{where}: malformed YAML: {problem}")
-        except OSError as exc:
-            self.problems.append(f"{self._rel(path)}: cannot read: {exc.strerror}")
+            return load_yaml(read_text(path, what=self._rel(path)), where=self._rel(path))
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
         return None
 
     def _parse_group(

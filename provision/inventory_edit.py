@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .files import write_private
+from .files import load_yaml, read_text, write_private
 from .inventory import Inventory
 
 
@@ -50,7 +50,11 @@ def update_user(path: Path, name: str, fields: dict[str, Any] | None = None, *,
 
     y = _yaml()
     if path.exists():
-        data = y.load(path.read_text(encoding="utf-8")) or CommentedMap()
+        # Checked by the same safe reader as the inventory first (duplicate keys, size,
+        # encoding...): ruamel's own errors would quote both values, hashes included.
+        text = read_text(path, what="users file")
+        load_yaml(text, where=str(path))
+        data = y.load(text) or CommentedMap()
     else:
         data = CommentedMap()
         data.yaml_set_start_comment(

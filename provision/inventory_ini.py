@@ -51,6 +51,16 @@ def is_range(name: str) -> bool:
     return bool(RANGE_RE.search(name))
 
 
+# A host's inventory name reaches ssh_config (verify), the report, and Apache's ServerName
+# by default: a DNS name, an IPv4 address or a bare IPv6 address, never anything a config
+# line or a command line could read as more than one word.
+HOST_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})|[0-9A-Fa-f:]+:[0-9A-Fa-f:.]*")
+
+
+def valid_host_name(name: str) -> bool:
+    return bool(HOST_NAME_RE.fullmatch(name)) and not name.endswith(("-", "."))
+
+
 def typed(value: str) -> Any:
     """A value as Ansible types it: YAML scalar rules (quotes make a string)."""
     try:
@@ -95,7 +105,7 @@ def _words(text: str) -> list[str]:
         else:
             word += ch
     if quote:
-        raise ValueError(f"no closing quotation ({quote}) in {bounded_repr(text)}")
+        raise ValueError(f"no closing quotation mark ({quote})")
     return [*words, word] if word else words
 
 
@@ -171,7 +181,13 @@ def parse_ini(text: str, name: str) -> tuple[dict[str, Any], list[str], dict[str
             try:
                 names = expand_range(host)
             except ValueError as exc:
-                problems.append(f"{where}: {host}: {exc}")
+                problems.append(f"{where}: {bounded_repr(host, 40)}: {exc}")
+                continue
+            if not all(valid_host_name(n) for n in names):
+                # Not echoed: a file that is not an inventory at all (a shadow-like file)
+                # would otherwise be printed line by line.
+                problems.append(f"{where}: not a valid host name (letters, digits, '.', '-' "
+                                "and '_', starting with a letter or digit; or an IP address)")
                 continue
             hvars = _pairs(rest, where, problems)
             for h in names:

@@ -125,3 +125,33 @@ def test_a_port_that_never_speaks_ssh_is_unreachable_in_one_line(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
     assert "unreachable" in proc.stdout.lower(), proc.stdout
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfepassword\n", "is not UTF-8 text"),
+    (b"", "the file is empty"),
+    (None, "is not a regular file"),
+])
+def test_a_bad_password_file_is_an_error(tmp_path, content, message):
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("all:\n  hosts:\n    lab1:\n")
+    pw = tmp_path / "pw"
+    if content is None:
+        pw.symlink_to("/dev/zero")
+    else:
+        pw.write_bytes(content)
+    proc = invoke("add-user", "alice", "--password-file", str(pw), "--inventory", str(inv))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert message in proc.stderr, proc.stderr
+
+
+def test_duplicate_keys_in_users_yml_are_reported_without_the_values(tmp_path):
+    hashed = "$6$rounds=5000$salt$" + "Z" * 86
+    (tmp_path / "group_vars" / "all").mkdir(parents=True)
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    lab1:\n")
+    (tmp_path / "group_vars" / "all" / "users.yml").write_text(
+        f"users:\n  - {{name: a, password_hash: '{hashed}'}}\n"
+        f"users:\n  - {{name: b, password_hash: '{hashed}'}}\n")
+    proc = invoke("add-user", "carol", "--inventory", str(tmp_path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "key 'users' is given twice" in proc.stderr and "ZZZZ" not in proc.stderr

@@ -228,7 +228,65 @@ def test_a_bad_host_name_in_ini_names_the_file(tmp_path):
     write_tree(tmp_path, {"hosts": "[lab]\nlab1\n-oProxyCommand=x\n"})
     with pytest.raises(ConfigError) as err:
         Inventory(tmp_path)
-    assert "hosts: " in problems_of(err) and "not a valid host name" in problems_of(err)
+    assert "hosts:3: not a valid host name" in problems_of(err)
+    assert "ProxyCommand" not in problems_of(err)  # what is not an inventory is not echoed
+
+
+def test_a_shadow_like_file_given_as_inventory_is_not_echoed(tmp_path):
+    hashed = "$6$rounds=5000$salt$" + "Q" * 86
+    write_tree(tmp_path, {"hosts": f"root:{hashed}:20000:0:99999:7:::\n"
+                                   f"alice:{hashed}:20000:0:99999:7:::\n"})
+    with pytest.raises(ConfigError) as err:
+        Inventory(tmp_path)
+    assert "hosts:1: not a valid host name" in problems_of(err)
+    assert "QQQQ" not in str(err.value) and "rounds" not in str(err.value)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"jupyterhub_port: \xff\xfe\n", "is not UTF-8 text"),
+    (b"x: " + b"[" * 20000 + b"]" * 20000 + b"\n", "nested too deeply"),
+    (b"users:\n  - name: a\nusers:\n  - name: b\n", "line 3: key 'users' is given twice "
+                                                   "(first on line 1)"),
+    (b"a: &a [x, x, x, x, x, x, x, x, x]\n" + b"".join(
+        b"b%d: &b%d [" % (i, i) + b", ".join([b"*" + (b"a" if i == 1 else b"b%d" % (i - 1))] * 9)
+        + b"]\n" for i in range(1, 30)), "YAML aliases (at most 200)"),
+])
+def test_hostile_vars_files_are_an_error_naming_the_file(tmp_path, content, message):
+    write_tree(tmp_path, {"hosts.yml": "all:\n  hosts:\n    lab1:\n"})
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "all.yml").write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        Inventory(tmp_path)
+    assert "group_vars/all.yml" in problems_of(err) and message in problems_of(err)
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "/dev/null"])
+def test_a_file_that_is_not_regular_is_refused(tmp_path, special):
+    write_tree(tmp_path, {"hosts.yml": "all:\n  hosts:\n    lab1:\n"})
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "all.yml").symlink_to(special)
+    with pytest.raises(ConfigError, match="group_vars/all.yml is not a regular file"):
+        Inventory(tmp_path)
+
+
+def test_a_huge_file_is_refused_without_reading_it(tmp_path):
+    write_tree(tmp_path, {"hosts.yml": "all:\n  hosts:\n    lab1:\n"})
+    (tmp_path / "group_vars").mkdir()
+    with open(tmp_path / "group_vars" / "all.yml", "wb") as fh:
+        fh.truncate(5 * 1024 * 1024)
+    with pytest.raises(ConfigError, match="more than 4194304"):
+        Inventory(tmp_path)
+
+
+@pytest.mark.parametrize("users, message", [
+    ("users: 5", "users: must be a list"),
+    ("users:\n  - {uid: 2001}", "users[0]: each user needs at least a name"),
+    ("users:\n  - name: [a]", "users[0].name: user name must be a string"),
+    ("users:\n  - just-a-string", "users[0]: each user needs at least a name"),
+])
+def test_malformed_users_are_errors_not_crashes(tmp_path, users, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run_with(tmp_path, {"lab1": users + "\n"})
 
 
 def test_missing_inventory(tmp_path):
