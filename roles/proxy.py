@@ -120,6 +120,11 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
             f"nodejs_source={v['nodejs_source']} gives node {node}: set nodejs_source: pypi"
             + ("" if v["proxy_version"].startswith("4.") else ", or proxy_version: '4.6.3'"))])]
     user = v["proxy_user"]
+    if user in facts.users and facts.users[user].uid >= 1000:
+        return [Action(f"system user {user}", ops=[Refuse(
+            f"proxy_user {user!r} is a regular account on this host (uid "
+            f"{facts.users[user].uid}): the proxy's token would be readable by that user; "
+            "use a system account (the default, chproxy, is made for it)")])]
     if user not in facts.users:
         actions.append(plan_group(facts, user, system=True))
         act = Action(f"system user {user}", ops=[Command(

@@ -70,6 +70,11 @@ def check(v: dict[str, Any]) -> list[tuple[str, str]]:
         if why:
             problems.append((f"{key}.name", why))
             continue
+        service = {v.get("proxy_user"): "proxy_user"}
+        if u["name"] in service:
+            problems.append((f"{key}.name", f"{u['name']!r} is the proxy's service account "
+                             f"({service[u['name']]}): a lab user cannot be a service user"))
+            continue
         if u["name"] in seen:
             problems.append((f"{key}.name", f"user {u['name']!r} is listed twice "
                              f"(also users[{seen[u['name']]}])"))
@@ -197,6 +202,11 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
             actions.append(Action(f"user {u['name']}", ops=[Refuse(
                 f"uid {u['uid']} for {u['name']} is already used by {taken_by!r} on this "
                 "host: give the user another uid in the inventory")]))
+            continue
+        if cur is not None and cur.uid < 1000:  # never usermod or userdel a system account
+            actions.append(Action(f"user {u['name']}", ops=[Refuse(
+                f"{u['name']!r} is a system account on this host (uid {cur.uid}): it cannot "
+                "be managed as a lab user; pick another name")]))
             continue
         if not u["uid_given"]:
             spec.uid = cur.uid if cur else u["uid"]  # keep an existing account's uid

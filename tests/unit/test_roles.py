@@ -421,3 +421,28 @@ def test_a_link_planted_on_the_way_to_the_notebook_dir_is_refused():
     actions = plan_role("jupyterhub", v, host)
     bad = by_name(actions, "directory /home/alice/work")
     assert refusal(bad) and "is a link, not a directory" in refusal(bad)
+
+
+def test_a_lab_user_that_is_a_system_account_on_the_host_is_refused():
+    v = inventory_vars(users=[{"name": "lp2", "uid": 2001}, {"name": "gone", "state": "absent"}])
+    host = fresh()
+    host.add_user("lp2", 7)
+    host.add_user("gone", 101)
+    actions = plan_role("users", v, host)
+    for name in ("lp2", "gone"):
+        act = by_name(actions, f"user {name}")
+        assert "is a system account on this host" in refusal(act)
+        assert not any(isinstance(op, Command) for op in act.ops)  # no usermod, no userdel
+
+
+def test_the_proxy_never_runs_as_a_regular_account():
+    v = inventory_vars(proxy_user="labuser")
+    host = fresh()
+    host.add_user("labuser", 1500)
+    actions = plan_role("proxy", v, host)
+    assert len(actions) == 1 and "is a regular account on this host" in refusal(actions[0])
+
+
+def test_an_inventory_user_named_like_the_proxy_account_is_refused():
+    with pytest.raises(AssertionError, match="'chproxy' is the proxy's service account"):
+        inventory_vars(users=[{"name": "chproxy"}])
