@@ -23,7 +23,7 @@ HOSTNAME_RE = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-
                          r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 BASE_URL_RE = re.compile(r"/([A-Za-z0-9._~-]+/)*")
 PKG_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]*")
+VERSION_RE = re.compile(r"[0-9][A-Za-z0-9._+~-]*")  # a pin, not a tag like 'latest'
 # An IPv6 zone ID (after '%') limited to what an interface name can be.
 ZONE_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Directories that must never be a tool-owned state, config, venv or prefix directory:
@@ -192,9 +192,20 @@ def check_host(v: Any) -> str | None:
 _host = check_host
 
 
+# What a path may hold: it lands in unit lines (ExecStart, WorkingDirectory, PATH=), shell
+# argv, Apache directives and Python literals, so only characters that mean nothing in any
+# of them: no space or control character, no quote, '$' or '%' (systemd's expansions and
+# specifiers), ':' (PATH's separator), '\\', ';', '#', '*', '?' or '~'.
+PATH_CHARS_RE = re.compile(r"[A-Za-z0-9._/+@-]+")
+
+
 def _path_chars(v: str) -> str | None:
     if has_control(v) or any(c.isspace() for c in v):
         return "must not contain spaces or control characters"
+    if not PATH_CHARS_RE.fullmatch(v):
+        bad = sorted({c for c in v if not PATH_CHARS_RE.fullmatch(c)})
+        return (f"must not contain {' '.join(map(repr, bad))} (a path here may hold "
+                "letters, digits and . _ - + @ /)")
     if any(part == ".." for part in v.split("/")):
         return "must not contain '..'"
     return None
@@ -222,7 +233,9 @@ def _owned_dir(v: Any) -> str | None:
 def _notebook_dir(v: Any) -> str | None:
     if not isinstance(v, str) or not v:
         return f"{bounded_repr(v)} is not a directory path"
-    why = _path_chars(v)
+    # '~/' (the user's home) and '{username}' are the spawner's own expansions
+    rest = v.removeprefix("~/").replace("{username}", "u") or "."
+    why = _path_chars(rest)
     return f"{bounded_repr(v)} {why}" if why else None
 
 

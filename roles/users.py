@@ -50,6 +50,9 @@ VARIABLES = [
         "Group of every present user; JupyterHub lets its members log in."),
 ]
 
+# System groups that hand out root's files or devices: never a lab user's extra group.
+PRIVILEGED_GROUPS = {"root", "sudo", "shadow", "disk", "kmem", "adm", "sys", "bin", "daemon",
+                     "tty", "utmp", "proxy", "operator", "staff", "src", "backup", "lp"}
 KEY_RE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-\S+|sk-\S+)\s+[A-Za-z0-9+/=]+(\s.*)?$")
 
 
@@ -104,6 +107,9 @@ def check(v: dict[str, Any]) -> list[tuple[str, str]]:
                 if g in managed:
                     problems.append((f"{key}.groups", f"{g!r} is managed by its role; use "
                                      f"{managed[g]} on the user instead"))
+                elif g in PRIVILEGED_GROUPS or g.startswith("systemd-"):
+                    problems.append((f"{key}.groups", f"{g!r} is a system group that gives "
+                                     "root's powers or secrets (admins: admin: true)"))
         keys = u.get("authorized_keys")
         if keys is not None:
             if not isinstance(keys, list) or not all(isinstance(k, str) and KEY_RE.match(k)
