@@ -60,6 +60,11 @@ HOSTILE_WORDS = {
     "jupyterhub_version": ["6.1.1\n", "6.1.1 evil", ">=6", "6.1.1;x"],
     "wheel_group": ["wheel\n", "wheel x", "wheel:x", "-wheel", "Wheel", "w" * 40],
     "proxy_user": ["chproxy\n", "root\nUser=root", "-x", "ch proxy"],
+    "apache_server_name": ["fe80::1%x\n    Include /etc/shadow", "h1\n    Include x",
+                           "h 1", "h1;x", "*.example.org", '"h1"', "h1#x", "-h1"],
+    "ansible_host": ["fe80::1%x\n  ProxyCommand touch /tmp/pwned", "10.0.0.5 -oX=y",
+                     "h1\nHost *", "-oProxyCommand=x"],
+    "jupyterhub_hub_connect_ip": ["10.0.0.1\nc.X = 1", "hub host"],
     "jupyterhub_bind_url": ["http://:8000/\nX", "http://:8000/ x", "ftp://:8000/",
                             "http://[fe80::1%x\n]:8000/"],
 }
