@@ -23,9 +23,11 @@ LAST_RUN = REPO / ".provision" / "last-run.json"
 
 def failed_last_time(path: Path = LAST_RUN) -> str:
     """The hosts that failed or were unreachable in the last recorded run, as a pattern."""
+    from .files import read_text
+
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        data = json.loads(read_text(path, what="--retry-failed"))
+    except (ConfigError, ValueError) as exc:
         raise ConfigError(f"--retry-failed: no previous run recorded ({path})") from exc
     hosts = data.get("failed_hosts") if isinstance(data, dict) else None
     if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):

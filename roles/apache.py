@@ -25,7 +25,6 @@ import datetime
 import ipaddress
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -180,10 +179,13 @@ def is_loopback(host: str) -> bool:
 def _read_pem(path: str | None) -> tuple[bytes | None, str | None]:
     if not path:
         return None, "must be set with apache_tls: files"
-    try:
-        return Path(path).read_bytes(), None
-    except OSError as exc:
-        return None, f"cannot read {path} on this machine: {exc.strerror or exc}"
+    from provision.errors import ConfigError
+    from provision.files import read_text
+
+    try:  # a regular file of at most 4 MiB, PEM text (never /dev/zero or a FIFO)
+        return read_text(path, what="on this machine", limit=1024 * 1024).encode(), None
+    except ConfigError as exc:
+        return None, str(exc)
 
 
 def check_tls_files(cert_path: str | None, key_path: str | None) -> list[tuple[str, str]]:

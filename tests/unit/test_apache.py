@@ -392,3 +392,10 @@ def test_selfsigned_key_mode_drift_is_a_chmod_not_a_new_key():
 def test_selfsigned_for_an_ip_address():
     assert apache.subject_alt_name("192.0.2.7") == "IP:192.0.2.7"
     assert apache.subject_alt_name("lab.example.org") == "DNS:lab.example.org"
+
+
+def test_a_certificate_that_is_not_a_regular_file_is_refused(tmp_path):
+    cert = tmp_path / "cert.pem"
+    cert.symlink_to("/dev/zero")
+    problems = apache.check_tls_files(str(cert), str(cert))
+    assert problems and all("is not a regular file" in why for _, why in problems), problems
