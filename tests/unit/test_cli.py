@@ -155,3 +155,9 @@ def test_duplicate_keys_in_users_yml_are_reported_without_the_values(tmp_path):
     proc = invoke("add-user", "carol", "--inventory", str(tmp_path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "key 'users' is given twice" in proc.stderr and "ZZZZ" not in proc.stderr
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "/dev/null"])
+def test_a_device_as_inventory_is_refused(path):
+    proc = invoke("provision", "--inventory", path)
+    assert proc.returncode == 2 and f"{path} is not a regular file" in proc.stderr
