@@ -302,6 +302,16 @@ def plan_directory(facts: Facts, path: str, *, mode: str = "0755", owner: str = 
     return act
 
 
+def plan_attrs(facts: Facts, path: str, *, mode: str, owner: str = "root",
+               group: str = "root", name: str | None = None) -> Action:
+    """Only owner and mode of an existing file (its content is someone else's business:
+    a file a program rewrites, compared by other means)."""
+    act = Action(name or f"file {path}")
+    act.ops, lines = _attr_ops(path, facts.file(path), mode, owner, group)
+    act.diff = "\n".join(lines)
+    return act
+
+
 def file_diff(path: str, old: bytes | None, new: bytes, *, secret: bool = False) -> str:
     """Unified diff of a file's old and new content; secrets are masked."""
     if secret:

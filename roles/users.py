@@ -41,7 +41,8 @@ VARIABLES = [
         "`password_hash` (crypt hash, e.g. from `openssl passwd -6`), `admin` (member of "
         "the wheel group: sudo and JupyterHub admin), `state` (present, locked, absent: "
         "absent archives the home to /var/backups/jhprovision, then deletes the account), "
-        "`comment`."),
+        "`comment`, `otp_secret` (base32 one-time password secret: made by `invoke "
+        "add-user NAME --otp`, used with jupyterhub_request_otp; masked in every output)."),
     Var("users_default_shell", "/bin/bash", "path", "Login shell of users that name none."),
     Var("users_home_mode", "0750", "mode", "Mode of each user's home directory."),
     Var("users_uid_min", 2000, "int",
@@ -53,6 +54,7 @@ VARIABLES = [
 # System groups that hand out root's files or devices: never a lab user's extra group.
 PRIVILEGED_GROUPS = {"root", "sudo", "shadow", "disk", "kmem", "adm", "sys", "bin", "daemon",
                      "tty", "utmp", "proxy", "operator", "staff", "src", "backup", "lp"}
+OTP_SECRET_RE = re.compile(r"[A-Z2-7]{16,128}")
 KEY_RE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-\S+|sk-\S+)\s+[A-Za-z0-9+/=]+(\s.*)?$")
 
 
@@ -110,6 +112,12 @@ def check(v: dict[str, Any]) -> list[tuple[str, str]]:
                 elif g in PRIVILEGED_GROUPS or g.startswith("systemd-"):
                     problems.append((f"{key}.groups", f"{g!r} is a system group that gives "
                                      "root's powers or secrets (admins: admin: true)"))
+        otp_secret = u.get("otp_secret")
+        if otp_secret is not None and not (isinstance(otp_secret, str)
+                                           and OTP_SECRET_RE.fullmatch(otp_secret)):
+            problems.append((f"{key}.otp_secret", "must be a base32 secret (A-Z, 2-7, 16 to "
+                             "128 characters, as `invoke add-user NAME --otp` makes); "
+                             "not shown"))
         keys = u.get("authorized_keys")
         if keys is not None:
             if not isinstance(keys, list) or not all(isinstance(k, str) and KEY_RE.match(k)

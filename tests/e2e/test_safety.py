@@ -255,8 +255,8 @@ def test_hub_that_cannot_start_is_detected_in_seconds_with_its_own_error(base, t
 
 
 def test_a_link_planted_in_a_home_cannot_redirect_root(base, tmp_path):
-    inv = make_inventory(tmp_path / "inv", {"jupyterhub_notebook_dir": "~/work/notebooks"})
-    provision_json(inv, "lab1", tmp_path)
+    nb = ("--var", "jupyterhub_notebook_dir=~/work/notebooks")  # eve is in base's users
+    provision_json(base, "lab1", tmp_path, *nb)
     assert sh("lab1", "stat -c '%U %a %F' /home/eve/work/notebooks").split()[:2] == \
         ["eve", "750"]
     # eve replaces ~/work with a link to a root-owned tree; root must not chown/chmod it
@@ -264,7 +264,7 @@ def test_a_link_planted_in_a_home_cannot_redirect_root(base, tmp_path):
                "'rm -rf ~/work && ln -s /srv/target ~/work'")
     try:
         before = sh("lab1", "stat -c '%U:%G %a' /srv/target /srv/target/notebooks")
-        proc, report = provision_json(inv, "lab1", tmp_path, check=False)
+        proc, report = provision_json(base, "lab1", tmp_path, *nb, check=False)
         assert proc.returncode == 1
         step = next(s for s in report["hosts"]["lab1"]["steps"] if s["status"] == "failed")
         assert step["name"] == "directory /home/eve/work"
@@ -273,7 +273,7 @@ def test_a_link_planted_in_a_home_cannot_redirect_root(base, tmp_path):
         assert before.split() == ["root:root", "755", "root:root", "755"]
     finally:
         sh("lab1", "rm -f /home/eve/work && rm -rf /srv/target")
-    provision_json(make_inventory(tmp_path / "plain"), "lab1", tmp_path)
+    provision_json(base, "lab1", tmp_path)
 
 
 def test_secrets_never_leak(base, tmp_path):

@@ -236,7 +236,7 @@ class HostState:
 # What Debian 12's apt gives for the packages the roles install (versions from the lab).
 APT_VERSIONS = {"sudo": "1.9.13p3-1+deb12u1", "python3-venv": "3.11.2-1+b1",
                 "nodejs": DEBIAN_NODE, "npm": DEBIAN_NPM, "apache2": "2.4.71-1~deb12u1",
-                "openssl": "3.0.20-1~deb12u2"}
+                "openssl": "3.0.20-1~deb12u2", "libpam-google-authenticator": "20191231-2"}
 DEBIAN_HOME_MODE = "0700"  # login.defs HOME_MODE on Debian 12
 
 

@@ -23,8 +23,8 @@ from test_runner import GATHER, Lab
 
 # ---------------------------------------------------------------- the registry, real roles
 def test_order_is_computed_from_the_declarations():
-    assert registry().names == ["users", "wheel", "nodejs", "proxy", "jupyterhub", "apache",
-                                "culler"]
+    assert registry().names == ["users", "otp", "wheel", "nodejs", "proxy", "jupyterhub",
+                                "apache", "culler"]
     order = registry().names
     for role in registry().roles:
         for dep in (*getattr(role, "AFTER", ()), *getattr(role, "REQUIRES", ())):

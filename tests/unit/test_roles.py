@@ -15,6 +15,7 @@ import pytest
 
 from hostmodel import (
     ALICE_HASH,
+    LAB_USERS,
     DEBIAN_NODE,
     HostState,
     converged,
@@ -23,11 +24,12 @@ from hostmodel import (
     request_for,
     role,
 )
-from provision.role import registry
+from provision.role import registry, role_enabled
 from provision.steps import Action, Command, Refuse, Upload
 from roles import jupyterhub, proxy, wheel
 
 # Every role with steps, from the registry; apache's own tests model its packages' state.
+OTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 ROLE_NAMES = tuple(r.NAME for r in registry().roles
                    if hasattr(r, "plan") and r.NAME != "apache")
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -41,6 +43,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
                              "jupyterhub_admin_users": ["bob"],
                              "jupyterhub_admin_groups": ["wheel", "staff"]},
     "notebook-dir": {"jupyterhub_notebook_dir": "~/notebooks"},
+    "otp-with-secrets": {"jupyterhub_request_otp": True, "users": [
+        {**u, "otp_secret": OTP_SECRET} if u["name"] in ("alice", "carol") else u
+        for u in LAB_USERS]},
 }
 KNOWN_BUGS: dict[tuple[str, str], str] = {}  # (variant, role) -> "bug: ..." while open
 
@@ -77,7 +82,10 @@ def refusal(action: Action) -> str:
 def converged_params() -> list:
     out = []
     for variant in VARIANTS:
+        v = inventory_vars(**VARIANTS[variant])
         for name in ROLE_NAMES:
+            if not role_enabled(role(name), v):
+                continue  # not part of this variant's host (fresh-host tests plan it)
             bug = KNOWN_BUGS.get((variant, name))
             marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
             out.append(pytest.param(variant, name, id=f"{variant}-{name}", marks=marks))
@@ -446,3 +454,67 @@ def test_the_proxy_never_runs_as_a_regular_account():
 def test_an_inventory_user_named_like_the_proxy_account_is_refused():
     with pytest.raises(AssertionError, match="'chproxy' is the proxy's service account"):
         inventory_vars(users=[{"name": "chproxy"}])
+
+
+# ---------------------------------------------------------------------- one-time passwords
+def otp_vars(**overrides):
+    return inventory_vars(**{**VARIANTS["otp-with-secrets"], **overrides})
+
+
+def test_otp_on_a_fresh_host_installs_pam_and_root_only_secrets():
+    v = otp_vars()
+    actions = plan_role("otp", v, fresh())
+    assert names(actions)[:3] == ["apt libpam-google-authenticator", "file /etc/pam.d/jupyterhub",
+                                  "directory /var/lib/jupyterhub-otp"]
+    pam = by_name(actions, "file /etc/pam.d/jupyterhub").ops[0].content.decode()
+    lines = [ln for ln in pam.splitlines() if ln and not ln.startswith("#")]
+    assert lines == ["@include common-auth", "auth required pam_google_authenticator.so "
+                     "secret=/var/lib/jupyterhub-otp/${USER} user=root",
+                     "@include common-account", "@include common-session-noninteractive"]
+    secret = by_name(actions, "one-time password secret of alice")
+    upload = secret.ops[0]
+    assert isinstance(upload, Upload) and (upload.mode, upload.owner) == ("0600", "root")
+    assert upload.content.decode().splitlines() == [OTP_SECRET, '" RATE_LIMIT 3 30',
+                                                    '" WINDOW_SIZE 3', '" DISALLOW_REUSE',
+                                                    '" TOTP_AUTH']
+    assert OTP_SECRET not in secret.diff and OTP_SECRET not in upload.shown()
+    # carol is locked: no code of hers works; bob has no secret
+    assert not by_name(actions, "absent /var/lib/jupyterhub-otp/carol").changed
+    assert "one-time password secret of carol" not in names(actions)
+
+
+def test_a_secret_rewritten_by_pam_is_left_alone_and_a_new_one_replaces_it():
+    v = otp_vars()
+    host = converged(v)
+    path = "/var/lib/jupyterhub-otp/alice"
+    host.add_file(path, OTP_SECRET + '\n" RATE_LIMIT 3 30 1796000000\n" DISALLOW_REUSE 59866\n',
+                  "0600")
+    assert not changes(plan_role("otp", v, host))  # PAM's own bookkeeping is not drift
+    newer = "KRSXG5CTMVRXEZLUKN2XAZLSKNSWG4TF"
+    v2 = otp_vars(users=[{**u, "otp_secret": newer} if u["name"] == "alice" else u
+                         for u in v["users"]])
+    act = by_name(plan_role("otp", v2, host), "one-time password secret of alice")
+    assert act.changed and newer.encode() in act.ops[0].content and newer not in act.diff
+
+
+def test_removing_a_secret_removes_it_from_the_host():
+    v = otp_vars()
+    host = converged(v)
+    v2 = otp_vars(users=[{k: x for k, x in u.items() if k != "otp_secret"} for u in v["users"]])
+    gone = [a.name for a in plan_role("otp", v2, host) if a.changed]
+    assert gone == ["absent /var/lib/jupyterhub-otp/alice",
+                    "absent /var/lib/jupyterhub-otp/.alice.sha256"]
+
+
+def test_nullok_is_for_a_rollout_only_when_asked():
+    pam = by_name(plan_role("otp", otp_vars(jupyterhub_otp_nullok=True), fresh()),
+                  "file /etc/pam.d/jupyterhub").ops[0].content.decode()
+    assert "user=root nullok\n" in pam
+
+
+@pytest.mark.parametrize("bad", ["abc", "JBSWY3DP!", "jbswy3dpehpk3pxp", 12345678])
+def test_a_malformed_otp_secret_is_refused_without_showing_it(bad):
+    with pytest.raises(AssertionError) as err:
+        inventory_vars(users=[{"name": "alice", "otp_secret": bad}])
+    assert "users[0].otp_secret: must be a base32 secret" in str(err.value)
+    assert str(bad) not in str(err.value).split("otp_secret:")[1]

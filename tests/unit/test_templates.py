@@ -90,7 +90,9 @@ CONFIG_CASES: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]], list[st
                   {"Authenticator": {"allow_all": True, "admin_users": {"alice"}}},
                   ["Authenticator.allowed_users", "PAMAuthenticator.allowed_groups"]),
     "otp": ({"jupyterhub_request_otp": True, "jupyterhub_otp_prompt": "Google Authenticator:"},
-            {"Authenticator": {"request_otp": True, "otp_prompt": "Google Authenticator:"}}, []),
+            {"Authenticator": {"request_otp": True, "otp_prompt": "Google Authenticator:"},
+             # the otp role's contribution: the hub's own PAM service, which checks the code
+             "PAMAuthenticator": {"service": "jupyterhub"}}, []),
     "proxy-api": ({"proxy_api_port": 9001},
                   {"ConfigurableHTTPProxy": {"api_url": "http://127.0.0.1:9001"}}, []),
     "state-dir": ({"jupyterhub_state_dir": "/srv/hubstate"},

@@ -1,0 +1,108 @@
+"""otp: one-time passwords that the hub really checks (Google Authenticator, TOTP).
+
+With ``jupyterhub_request_otp: true`` the hub's login page asks for a code after the
+password, and the hub authenticates through a PAM service of its own
+(``/etc/pam.d/jupyterhub``): the system's password check, then
+``pam_google_authenticator``. Each user's secret (``otp_secret`` in the inventory, made by
+``invoke add-user NAME --otp``) is installed root-only in ``jupyterhub_otp_dir``, the same
+on every host. Without ``jupyterhub_otp_nullok`` a user without a secret cannot log in to
+the hub. Turning OTP off again makes the hub use the plain ``login`` service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from provision.facts import FactRequest, Facts
+from provision.render import render
+from provision.role import HubContribution
+from provision.stack import active_users, users
+from provision.steps import (
+    Action,
+    plan_absent,
+    plan_apt,
+    plan_attrs,
+    plan_directory,
+    plan_file,
+)
+from provision.variables import Var
+
+NAME = "otp"
+SUMMARY = ("with `jupyterhub_request_otp`: one-time codes that PAM really checks "
+           "(`pam_google_authenticator`, the hub's own PAM service, secrets root-only and "
+           "the same on every host; `invoke add-user NAME --otp` enrols)")
+AFTER = ("users",)
+
+VARIABLES = [
+    Var("jupyterhub_otp_nullok", False, "bool", "Let users without a one-time password "
+        "secret log in with their password only (pam_google_authenticator's nullok): for a "
+        "rollout period only."),
+    Var("jupyterhub_otp_dir", "/var/lib/jupyterhub-otp", "dir", "Where each user's "
+        "secret is kept (root only, 0700; files 0600)."),
+]
+
+PAM_FILE = "/etc/pam.d/jupyterhub"
+SERVICE = "jupyterhub"
+PACKAGE = "libpam-google-authenticator"
+# Google Authenticator's defaults, written into each secret file: a code is valid in the
+# 30 s step it was made for and the ones on each side; at most 3 logins per 30 s; a code
+# works once.
+OPTIONS = ['" RATE_LIMIT 3 30', '" WINDOW_SIZE 3', '" DISALLOW_REUSE', '" TOTP_AUTH']
+
+
+def enabled(v: dict[str, Any]) -> bool:
+    return bool(v["jupyterhub_request_otp"])
+
+
+def secret_file(v: dict[str, Any], user: str) -> str:
+    return f"{v['jupyterhub_otp_dir']}/{user}"
+
+
+def stamp_file(v: dict[str, Any], user: str) -> str:
+    """The secret's hash, beside it: PAM rewrites the secret file (rate limit, codes
+    used), so the installed secret is compared through this, never read back."""
+    return f"{v['jupyterhub_otp_dir']}/.{user}.sha256"
+
+
+def _stamp(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest() + "\n"
+
+
+def hub(v: dict[str, Any]) -> HubContribution:
+    return HubContribution(config=[("PAMAuthenticator.service", SERVICE)])
+
+
+def facts(v: dict[str, Any]) -> FactRequest:
+    req = FactRequest(dpkg={PACKAGE}, content={PAM_FILE}, files={v["jupyterhub_otp_dir"]})
+    for u in users(v):
+        req.secret.add(secret_file(v, u["name"]))
+        req.content.add(stamp_file(v, u["name"]))
+    return req
+
+
+def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
+    actions = [
+        plan_apt(facts, {PACKAGE: None}),
+        plan_file(facts, PAM_FILE, render("otp/jupyterhub.pam.j2",
+                                          dict(v, otp_dir=v["jupyterhub_otp_dir"]))),
+        plan_directory(facts, v["jupyterhub_otp_dir"], mode="0700"),
+    ]
+    keep = {u["name"]: u.get("otp_secret") for u in active_users(v) if u.get("otp_secret")}
+    for u in users(v):
+        name, path, stamp = u["name"], secret_file(v, u["name"]), stamp_file(v, u["name"])
+        if name not in keep:  # no secret (any more), locked or removed: no code works
+            actions += [plan_absent(facts, path), plan_absent(facts, stamp)]
+            continue
+        secret = keep[name]
+        what = f"one-time password secret of {name}"
+        if facts.file(stamp).content == _stamp(secret).encode() and \
+                facts.file(path).type == "file":
+            actions.append(plan_attrs(facts, path, mode="0600", name=what))
+        else:
+            act = plan_file(facts, path, "\n".join([secret, *OPTIONS]) + "\n", mode="0600",
+                            secret=True)
+            act.name = what
+            actions.append(act)
+        actions.append(plan_file(facts, stamp, _stamp(secret), mode="0600"))
+    return actions
