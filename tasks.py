@@ -107,17 +107,25 @@ def provision(c, hosts="all", inventory=None, check=False, diff=False, forks=Non
         "uid": "Fixed uid (default: the next free one from users_uid_min, the same on every "
                "host).",
         "key": "An SSH public key for the user's authorized_keys (repeatable).",
+        "otp": "Enrol the user for one-time passwords (jupyterhub_request_otp): make a secret "
+               "if they have none and show it once, as an otpauth:// URI and a QR code.",
+        "otp-secret-file": "With --otp: write the base32 secret to this new file (0600; "
+                           "refused if it exists) instead of showing it.",
+        "otp-reset": "Replace the user's one-time password secret (their authenticator "
+                     "entry must be scanned again).",
     },
     iterable=["key"],
 )
 def add_user(c, name, admin=False, hosts="all", password_file=None, uid=None, key=None,
-             inventory=None, check=False, diff=False, json=None, limit=None):
+             inventory=None, check=False, diff=False, json=None, limit=None, otp=False,
+             otp_secret_file=None, otp_reset=False):
     """Add (or update) a lab user: records it in the inventory, then converges the hosts.
 
     The user is recorded for every host (group_vars/all/users.yml); --hosts limits which
     hosts are converged now, the others get the user at their next provision.
     Running notebook servers of other users are not touched and the hub is not restarted.
     Example: invoke add-user alice --admin --password-file alice.pw
+    Example: invoke add-user alice --otp   (then scan the QR code with an authenticator app)
     """
     _help_if_asked("add-user", name)
 
@@ -132,10 +140,21 @@ def add_user(c, name, admin=False, hosts="all", password_file=None, uid=None, ke
         password = api.read_password(password_file)
         if password is not None:
             fields["password_hash"] = api.hash_password(password)
-        return api.change_user(name, fields, hosts=_hosts(hosts, limit), inventory=inventory,
+        secret = None
+        if otp or otp_reset or otp_secret_file:
+            secret = api.otp_enrolment(name, inventory=inventory, reset=otp_reset,
+                                       secret_file=otp_secret_file)
+            if secret:
+                fields["otp_secret"] = secret
+        report = api.change_user(name, fields, hosts=_hosts(hosts, limit), inventory=inventory,
                                create=True,
                                command=f"add-user {name}", json_path=json, check=check,
                                diff=diff)
+        if secret and not check:
+            api.hand_over_otp(name, secret, otp_secret_file)
+        elif secret:
+            print(f"check mode: a one-time password secret would be made for {name}")
+        return report
 
     _finish(_guard(go))
 
@@ -170,9 +189,11 @@ def remove_user(c, name, purge=False, hosts="all", inventory=None, check=False, 
     "smoke": "Also log in as this user, start their server and load JupyterLab.",
     "password-file": "The --smoke user's password, in a file.",
     "junit": "Write a JUnit XML report here (for CI systems).",
+    "otp-secret-file": "The --smoke user's one-time password secret (base32), when the hub "
+                       "asks for codes (jupyterhub_request_otp).",
 })
 def verify(c, hosts="all", inventory=None, smoke=None, password_file=None, junit=None,
-           limit=None):
+           limit=None, otp_secret_file=None):
     """Check live hosts against the inventory with testinfra (users, versions, files, units,
     ports, /hub/api); exits non-zero on any difference, showing expected vs found.
 
@@ -182,7 +203,8 @@ def verify(c, hosts="all", inventory=None, smoke=None, password_file=None, junit
 
     hosts = _hosts(hosts, limit)
     code = _guard(lambda: run_verify(hosts, inventory=inventory, smoke=smoke,
-                                     password_file=password_file, junit=junit))
+                                     password_file=password_file, junit=junit,
+                                     otp_secret_file=otp_secret_file))
     if code:
         raise Exit(f"verify: hosts differ from the inventory (pytest exit {code})", code=1)
 

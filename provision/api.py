@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,48 @@ def read_password(password_file: str | None) -> str | None:
     if not text:
         raise ConfigError("the password is empty")
     return text
+
+
+def otp_enrolment(name: str, *, inventory: str | None, reset: bool,
+                  secret_file: str | None) -> str | None:
+    """A new one-time password secret for ``name``, or None when they have one already
+    (and ``reset`` is not asked). A ``secret_file`` that exists is refused before anything
+    is changed."""
+    from . import otp
+
+    if secret_file and (os.path.lexists(secret_file)):
+        raise ConfigError(f"--otp-secret-file {secret_file}: exists already (it is never "
+                          "overwritten)")
+    inv = Inventory(find_inventory(inventory))
+    listed = inv.resolve(inv.hosts[0], {}).vars.get("users") if inv.hosts else None
+    current = next((u for u in listed or [] if isinstance(u, dict) and u.get("name") == name),
+                   None)
+    if current and current.get("otp_secret") and not reset:
+        print(f"{name} has a one-time password secret already (kept; --otp-reset replaces "
+              "it)")
+        return None
+    return otp.new_secret()
+
+
+def hand_over_otp(name: str, secret: str, secret_file: str | None) -> None:
+    """Show the new secret once (URI and QR code), or write it to a new 0600 file."""
+    from . import otp
+
+    if secret_file:
+        try:
+            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         0o600)
+        except OSError as exc:
+            raise ConfigError(f"--otp-secret-file {secret_file}: {exc.strerror}") from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secret + "\n")
+        print(f"{name}'s one-time password secret is in {secret_file} (0600)")
+        return
+    link = otp.uri(name, secret)
+    print(f"\n{name}: scan this with an authenticator app (shown once, not stored "
+          f"elsewhere than the inventory):\n")
+    print(otp.qr_text(link))
+    print(f"or enter: {link}\n")
 
 
 def hash_password(password: str) -> str:

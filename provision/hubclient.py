@@ -159,10 +159,10 @@ class HubClient:
                            f"(at {r.url})")
         return r
 
-    def smoke(self, username: str, password: str) -> str:
+    def smoke(self, username: str, password: str, otp: str | None = None) -> str:
         """Log in, start the server, load JupyterLab; returns a one-line summary."""
         start = time.monotonic()
-        self.login(username, password)
+        self.login(username, password, otp)
         self.start_server(username)
         self.open_lab(username)
         return f"{username}: login, spawn and JupyterLab ok in {time.monotonic() - start:.1f}s"

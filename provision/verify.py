@@ -73,6 +73,7 @@ def ssh_config(hosts: list[Host]) -> str:
 
 def verify(hosts: str = "all", *, inventory: str | None = None, smoke: str | None = None,
            password_file: str | None = None, junit: str | None = None,
+           otp_secret_file: str | None = None,
            extra: list[str] | None = None, quiet: bool = False) -> int:
     """Run the suite; returns pytest's exit code (0: every host is as the inventory says)."""
     cfg = load_run(inventory, hosts)
@@ -88,6 +89,8 @@ def verify(hosts: str = "all", *, inventory: str | None = None, smoke: str | Non
         argv.append(f"--inventory={inventory}")
     if smoke:
         argv += [f"--smoke={smoke}", f"--password-file={password_file or ''}"]
+        if otp_secret_file:
+            argv.append(f"--otp-secret-file={otp_secret_file}")
     if junit:
         argv.append(f"--junitxml={junit}")
     argv += extra or []

@@ -14,6 +14,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--inventory", default=None, help="inventory (default: ./inventory)")
     group.addoption("--smoke", default=None, help="log in as USER, spawn, load JupyterLab")
     group.addoption("--password-file", default=None, help="password of the --smoke user")
+    group.addoption("--otp-secret-file", default=None,
+                    help="the --smoke user's one-time password secret (base32), if any")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -162,8 +162,49 @@ def test_smoke_login_spawn_lab(host, hv, request):
     user = request.config.getoption("smoke")  # collected only with --smoke (conftest)
     pw_file = request.config.getoption("password_file")
     password = Path(pw_file).read_text().splitlines()[0] if pw_file else ""
+    otp_file = request.config.getoption("otp_secret_file")
+    otp = None
+    if otp_file:
+        from provision.otp import code
+
+        otp = code(Path(otp_file).read_text().strip())
     client = hub_client_from_here(host, hv)
-    client.smoke(user, password)
+    client.smoke(user, password, otp)
+
+
+@pytest.mark.only_if(lambda hv: hv["jupyterhub_request_otp"])
+def test_one_time_passwords_are_checked_by_pam(host, hv):
+    from roles import otp
+
+    pam = host.file(otp.PAM_FILE)
+    assert pam.exists and "pam_google_authenticator.so" in pam.content_string, (
+        f"{otp.PAM_FILE} does not ask for the one-time password")
+    module = host.run("dpkg -L libpam-google-authenticator | grep -c "
+                      "'/pam_google_authenticator.so$'")
+    assert module.stdout.strip() == "1", "pam_google_authenticator.so is not installed"
+    config = host.file(jupyterhub.config_path(hv)).content_string
+    assert "c.PAMAuthenticator.service = 'jupyterhub'" in config, (
+        "the hub does not use its own PAM service: the code would not be checked")
+    d = host.file(hv["jupyterhub_otp_dir"])
+    assert (d.user, d.mode) == ("root", 0o700), f"{d.path}: {d.user} {d.mode:04o}"
+    for u in hv["users"]:
+        if u.get("otp_secret") and u.get("state", "present") == "present":
+            f = host.file(otp.secret_file(hv, u["name"]))
+            assert f.exists, f"{u['name']} has no one-time password secret on the host"
+            assert (f.user, f.group, f.mode) == ("root", "root", 0o600), (
+                f"{f.path}: {f.user}:{f.group} {f.mode:04o}, expected root:root 0600")
+
+
+@pytest.mark.only_if(lambda hv: hv["jupyterhub_request_otp"])
+def test_the_clock_is_kept_in_sync_for_one_time_passwords(host, hv):
+    synced = host.run("timedatectl show -p NTPSynchronized --value").stdout.strip()
+    active = any(host.service(s).is_running for s in ("systemd-timesyncd", "chrony", "ntpsec",
+                                                        "ntp"))
+    if not active and synced != "yes":
+        import warnings
+
+        warnings.warn(f"{host.backend.hostname}: no time synchronisation is active: one-time "
+                      "codes fail once the clock is 30 s off", stacklevel=1)
 
 
 @pytest.mark.only_if(lambda hv: hv["jupyterhub_idle_timeout"] > 0)

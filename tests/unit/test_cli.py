@@ -161,3 +161,37 @@ def test_duplicate_keys_in_users_yml_are_reported_without_the_values(tmp_path):
 def test_a_device_as_inventory_is_refused(path):
     proc = invoke("provision", "--inventory", path)
     assert proc.returncode == 2 and f"{path} is not a regular file" in proc.stderr
+
+
+def test_otp_enrolment_records_the_secret_and_hands_it_over_once(tmp_path):
+    import stat
+
+    import yaml as pyyaml
+
+    from provision.otp import SECRET_RE
+
+    (tmp_path / "inv").mkdir()
+    (tmp_path / "inv" / "hosts.yml").write_text(
+        "all:\n  hosts:\n    lab1:\n      ansible_host: 127.0.0.1\n      ansible_port: 1\n"
+        "  vars:\n    jupyterhub_request_otp: true\n")
+    secret_file = tmp_path / "alice.otp"
+    proc = invoke("add-user", "alice", "--otp", "--otp-secret-file", str(secret_file),
+                  "--inventory", str(tmp_path / "inv"))
+    assert proc.returncode == 1, proc.stderr  # the host is unreachable; the user is recorded
+    secret = secret_file.read_text().strip()
+    assert SECRET_RE.fullmatch(secret)
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    users = pyyaml.safe_load((tmp_path / "inv" / "group_vars" / "all" / "users.yml")
+                             .read_text())["users"]
+    assert users[0]["otp_secret"] == secret
+    assert secret not in proc.stdout + proc.stderr
+    again = invoke("add-user", "alice", "--otp", "--inventory", str(tmp_path / "inv"))
+    assert "has a one-time password secret already" in again.stdout
+    assert secret not in again.stdout + again.stderr
+    taken = invoke("add-user", "alice", "--otp-reset", "--otp-secret-file", str(secret_file),
+                   "--inventory", str(tmp_path / "inv"))
+    assert taken.returncode == 2 and "exists already" in taken.stderr
+    shown = invoke("add-user", "alice", "--otp-reset", "--inventory", str(tmp_path / "inv"))
+    new = pyyaml.safe_load((tmp_path / "inv" / "group_vars" / "all" / "users.yml")
+                           .read_text())["users"][0]["otp_secret"]
+    assert new != secret and f"secret={new}" in shown.stdout and "█" in shown.stdout
