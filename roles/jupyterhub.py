@@ -107,7 +107,8 @@ VARIABLES = [
         "JupyterHub 2+ always grants this to its admin role (JupyterHub.admin_access is "
         "deprecated); false is refused rather than silently ignored."),
     Var("jupyterhub_request_otp", False, "bool", "Ask for a one-time password after the "
-        "password (c.Authenticator.request_otp; JupyterHub 5+, PAM must check it)."),
+        "password (c.Authenticator.request_otp; JupyterHub 5+); the otp role makes PAM check "
+        "it with pam_google_authenticator (docs/otp.md)."),
     Var("jupyterhub_otp_prompt", "OTP:", "line", "The one-time password prompt "
         "(c.Authenticator.otp_prompt), e.g. 'Google Authenticator:'."),
     Var("jupyterhub_extra_config", "", "str", "Python appended verbatim to "
