@@ -96,9 +96,11 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
             continue
         secret = keep[name]
         what = f"one-time password secret of {name}"
-        if facts.file(stamp).content == _stamp(secret).encode() and \
-                facts.file(path).type == "file":
-            actions.append(plan_attrs(facts, path, mode="0600", name=what))
+        f = facts.file(path)
+        if facts.file(stamp).content == _stamp(secret).encode() and f.type == "file":
+            # PAM writes it back 0400 after a login: root-only either way
+            mode = f.mode if f.mode in ("0400", "0600") else "0600"
+            actions.append(plan_attrs(facts, path, mode=mode, name=what))
         else:
             act = plan_file(facts, path, "\n".join([secret, *OPTIONS]) + "\n", mode="0600",
                             secret=True)

@@ -518,3 +518,13 @@ def test_a_malformed_otp_secret_is_refused_without_showing_it(bad):
         inventory_vars(users=[{"name": "alice", "otp_secret": bad}])
     assert "users[0].otp_secret: must be a base32 secret" in str(err.value)
     assert str(bad) not in str(err.value).split("otp_secret:")[1]
+
+
+def test_a_secret_pam_wrote_back_0400_is_not_drift_but_0644_is():
+    v = otp_vars()
+    host = converged(v)
+    host.files["/var/lib/jupyterhub-otp/alice"]["mode"] = "0400"
+    assert not changes(plan_role("otp", v, host))
+    host.files["/var/lib/jupyterhub-otp/alice"]["mode"] = "0644"
+    act = by_name(plan_role("otp", v, host), "one-time password secret of alice")
+    assert argvs(act) == [["chmod", "0600", "--", "/var/lib/jupyterhub-otp/alice"]]
