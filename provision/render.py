@@ -58,6 +58,12 @@ def systemd_escape_arg(value: str | int) -> str:
     return f'"{escaped}"'
 
 
+def systemd_escape_env(value: str) -> str:
+    """One quoted ``Environment=`` assignment: like ``systemd_arg``, but ``$`` stays as it
+    is (systemd expands specifiers there, not variables)."""
+    return systemd_escape_arg(value).replace("$$", "$")
+
+
 @cache
 def environment(root: str = str(TEMPLATES)) -> jinja2.Environment:
     env = jinja2.Environment(
@@ -70,6 +76,7 @@ def environment(root: str = str(TEMPLATES)) -> jinja2.Environment:
     )
     env.filters["py"] = py_literal
     env.filters["systemd_arg"] = systemd_escape_arg
+    env.filters["systemd_env"] = systemd_escape_env
     return env
 
 

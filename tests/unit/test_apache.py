@@ -173,7 +173,7 @@ def test_hub_and_proxy_listen_on_loopback_with_apache():
     assert hub_urls(v).ip == "127.0.0.1"
     unit = render("proxy/configurable-http-proxy.service.j2",
                   proxy.unit_context(v, converged(v).facts(request_for(v))))
-    assert '--ip "127.0.0.1" --port 8000' in unit
+    assert '--ip "127.0.0.1" --port "8000"' in unit
     assert hub_urls(apache_vars(jupyterhub_ip="::1")).ip == "::1"
     assert hub_urls(apache_vars(jupyterhub_bind_url="http://localhost:8000/")).ip == \
         "127.0.0.1"

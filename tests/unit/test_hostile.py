@@ -113,7 +113,7 @@ def test_accepted_paths_never_add_a_unit_line(venv, state):
     assert len(lines) == len(base)
     assert [ln.split("=", 1)[0] for ln in lines] == [ln.split("=", 1)[0] for ln in base]
     exec_start = next(ln for ln in lines if ln.startswith("ExecStart="))
-    assert exec_start.split()[0] == f"ExecStart={v['jupyterhub_venv']}/bin/jupyterhub"
+    assert exec_start.split()[0] == f'ExecStart="{v["jupyterhub_venv"]}/bin/jupyterhub"'
 
 
 def test_the_proxy_unit_quotes_every_inventory_value():

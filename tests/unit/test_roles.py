@@ -294,7 +294,7 @@ def test_proxy_unit_change_reloads_and_restarts_proxy():
     assert names(actions) == [f"unit {proxy.UNIT}"]
     assert argvs(actions[0]) == [["systemctl", "daemon-reload"]]
     assert actions[0].notify == ("restart proxy",)
-    assert "+ExecStart=" in actions[0].diff and "--log-level debug" in actions[0].diff
+    assert "+ExecStart=" in actions[0].diff and '--log-level "debug"' in actions[0].diff
 
 
 def test_uid_taken_by_another_account_is_refused():

