@@ -9,6 +9,7 @@ import pytest
 from e2e_support import invoke, main_pid, make_inventory, provision_json, sh
 
 from provision.hubclient import HubClient
+from provision.otp import code
 
 pytestmark = pytest.mark.e2e
 PW = "settings-pw-3"
@@ -29,8 +30,10 @@ def hub(lab_hosts, tmp_path_factory):
     inv = make_inventory(tmp / "inventory", host_vars={"lab2": SETTINGS})
     pw = tmp / "frank.pw"
     pw.write_text(PW + "\n")
-    invoke("add-user", "frank", "--uid", "2400", "--password-file", str(pw), "--hosts",
-           "lab2", "--inventory", str(inv), check=True)
+    # request_otp is really checked (the otp role): frank is enrolled, as a sysadmin would
+    invoke("add-user", "frank", "--uid", "2400", "--password-file", str(pw), "--otp",
+           "--otp-secret-file", str(tmp / "frank.otp"), "--hosts", "lab2", "--inventory",
+           str(inv), check=True)
     port = next(h.ports["hub"] for h in lab_hosts if h.name == "lab2")
     yield inv, tmp, HubClient(f"http://127.0.0.1:{port}/jhub/", timeout=30)
     # Put lab2 back to the defaults for the other modules (one more restart).
@@ -41,7 +44,7 @@ def hub(lab_hosts, tmp_path_factory):
 def test_base_url_and_hub_port(hub):
     inv, tmp, client = hub
     assert client.api_version() == "6.1.1"
-    assert "--api-port 8001" in sh("lab2", "systemctl cat configurable-http-proxy")
+    assert '--api-port "8001"' in sh("lab2", "systemctl cat configurable-http-proxy")
     assert json.loads(sh("lab2", "curl -fsS http://127.0.0.1:8091/jhub/hub/api"))["version"]
     # The old path is not the hub's any more.
     assert sh("lab2", "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/hub/api",
@@ -55,8 +58,8 @@ def test_login_page_asks_for_the_otp_with_the_configured_prompt(hub):
 
 
 def test_admin_users_default_url_and_notebook_dir(hub):
-    _, _, client = hub
-    client.login("frank", PW, otp="000000")
+    _, tmp, client = hub
+    client.login("frank", PW, otp=code((tmp / "frank.otp").read_text().strip()))
     assert json.loads(client.request("hub/api/user").body)["admin"] is True
     info = client.start_server("frank")
     assert info["servers"][""]["url"] == "/jhub/user/frank/"
