@@ -15,6 +15,8 @@ exposing:
 - ``HANDLERS`` (optional): list of ``Handler``, run once at the end when notified;
 - ``NOTIFIES`` (optional): other roles' handlers its actions may notify (its own
   handlers need not be listed);
+- ``USER_FIELDS`` (optional): ``{field: check}`` fields this role adds to each entry of
+  ``users`` (``check(value) -> problem or None``; the problem never quotes the value);
 - ``hub(v) -> HubContribution`` (optional): hub services, RBAC roles, config lines and
   packages the jupyterhub role renders into the hub's config and virtualenv;
 - ``check(v) -> list[tuple[str, str]]`` (optional): (key, problem) pairs between
@@ -212,6 +214,11 @@ class Registry:
         _check_handlers(self.roles)
         self.handlers: dict[str, tuple[str, Handler]] = {
             h.name: (m.NAME, h) for m in self.roles for h in getattr(m, "HANDLERS", [])}
+
+    @property
+    def user_fields(self) -> dict[str, Callable[[Any], str | None]]:
+        """Fields roles add to a user entry (beside the users role's own), with checks."""
+        return {k: check for m in self.roles for k, check in getattr(m, "USER_FIELDS", {}).items()}
 
     @property
     def names(self) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 USER_KEYS = {"name", "uid", "shell", "groups", "authorized_keys", "password_hash", "admin",
-             "state", "comment", "otp_secret"}
+             "state", "comment"}  # and each role's USER_FIELDS (provision.role)
 USER_STATES = ("present", "locked", "absent")
 
 HUB_UNIT = "jupyterhub.service"
@@ -61,7 +61,6 @@ def users(v: dict[str, Any]) -> list[dict[str, Any]]:
         u.setdefault("admin", False)
         u.setdefault("state", "present")
         u.setdefault("comment", "")
-        u.setdefault("otp_secret", None)
         u["uid_given"] = isinstance(u.get("uid"), int)
         if not u["uid_given"]:
             while next_uid in taken:

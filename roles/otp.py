@@ -15,6 +15,7 @@ import hashlib
 from typing import Any
 
 from provision.facts import FactRequest, Facts
+from provision.otp import SECRET_RE
 from provision.render import render
 from provision.role import HubContribution
 from provision.stack import active_users, users
@@ -41,6 +42,17 @@ VARIABLES = [
     Var("jupyterhub_otp_dir", "/var/lib/jupyterhub-otp", "dir", "Where each user's "
         "secret is kept (root only, 0700; files 0600)."),
 ]
+
+def _check_secret(value: Any) -> str | None:
+    if isinstance(value, str) and SECRET_RE.fullmatch(value):
+        return None
+    return ("must be a base32 secret (A-Z, 2-7, 16 to 128 characters, as `invoke add-user "
+            "NAME --otp` makes); not shown")
+
+
+# otp_secret on a user entry: base32, made by `invoke add-user NAME --otp`, masked in every
+# output; installed by this role when jupyterhub_request_otp is on.
+USER_FIELDS = {"otp_secret": _check_secret}
 
 PAM_FILE = "/etc/pam.d/jupyterhub"
 SERVICE = "jupyterhub"

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from provision.facts import FactRequest, Facts
+from provision.role import registry
 from provision.role import HubContribution, HubRole, HubService
 from provision.stack import API_ENV_FILE, API_SERVICE, API_TOKEN_ENV
 from provision.steps import (Action, Command, Refuse, plan_directory, plan_file, plan_group,
@@ -41,8 +42,7 @@ VARIABLES = [
         "`password_hash` (crypt hash, e.g. from `openssl passwd -6`), `admin` (member of "
         "the wheel group: sudo and JupyterHub admin), `state` (present, locked, absent: "
         "absent archives the home to /var/backups/jhprovision, then deletes the account), "
-        "`comment`, `otp_secret` (base32 one-time password secret: made by `invoke "
-        "add-user NAME --otp`, used with jupyterhub_request_otp; masked in every output)."),
+        "`comment`; roles add more (role otp: `otp_secret`)."),
     Var("users_default_shell", "/bin/bash", "path", "Login shell of users that name none."),
     Var("users_home_mode", "0750", "mode", "Mode of each user's home directory."),
     Var("users_uid_min", 2000, "int",
@@ -54,7 +54,6 @@ VARIABLES = [
 # System groups that hand out root's files or devices: never a lab user's extra group.
 PRIVILEGED_GROUPS = {"root", "sudo", "shadow", "disk", "kmem", "adm", "sys", "bin", "daemon",
                      "tty", "utmp", "proxy", "operator", "staff", "src", "backup", "lp"}
-OTP_SECRET_RE = re.compile(r"[A-Z2-7]{16,128}")
 KEY_RE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-\S+|sk-\S+)\s+[A-Za-z0-9+/=]+(\s.*)?$")
 
 
@@ -67,10 +66,15 @@ def check(v: dict[str, Any]) -> list[tuple[str, str]]:
         if not isinstance(u, dict) or "name" not in u:
             problems.append((key, "each user needs at least a name"))
             continue
-        unknown = set(u) - USER_KEYS
-        for k in sorted(map(str, unknown)):
+        extra = registry().user_fields  # fields other roles add (e.g. otp_secret)
+        known = USER_KEYS | set(extra)
+        for k in sorted(map(str, set(u) - known)):
             problems.append((f"{key}.{k}", f"unknown user field {k!r}"
-                             f"{suggest(k, sorted(USER_KEYS))}"))
+                             f"{suggest(k, sorted(known))}"))
+        for k, check_field in extra.items():
+            why = check_field(u[k]) if u.get(k) is not None else None
+            if why:
+                problems.append((f"{key}.{k}", why))
         why = check_username(u["name"])
         if why:
             problems.append((f"{key}.name", why))
@@ -112,12 +116,6 @@ def check(v: dict[str, Any]) -> list[tuple[str, str]]:
                 elif g in PRIVILEGED_GROUPS or g.startswith("systemd-"):
                     problems.append((f"{key}.groups", f"{g!r} is a system group that gives "
                                      "root's powers or secrets (admins: admin: true)"))
-        otp_secret = u.get("otp_secret")
-        if otp_secret is not None and not (isinstance(otp_secret, str)
-                                           and OTP_SECRET_RE.fullmatch(otp_secret)):
-            problems.append((f"{key}.otp_secret", "must be a base32 secret (A-Z, 2-7, 16 to "
-                             "128 characters, as `invoke add-user NAME --otp` makes); "
-                             "not shown"))
         keys = u.get("authorized_keys")
         if keys is not None:
             if not isinstance(keys, list) or not all(isinstance(k, str) and KEY_RE.match(k)

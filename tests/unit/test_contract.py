@@ -324,3 +324,12 @@ def test_the_culler_contributes_only_to_the_hub_and_costs_no_round_trip():
 def test_culler_values_are_checked_before_connecting(key, value, message):
     with pytest.raises(AssertionError, match=f"{key}: {re.escape(message)}"):
         inventory_vars(**{key: value})
+
+
+def test_a_role_declares_the_user_fields_it_adds():
+    from roles import otp
+
+    assert registry().user_fields == {"otp_secret": otp.USER_FIELDS["otp_secret"]}
+    with pytest.raises(AssertionError, match=r"users\[0\].otp_secert: unknown user field "
+                                             r"'otp_secert' \(did you mean 'otp_secret'\?\)"):
+        inventory_vars(users=[{"name": "alice", "otp_secert": "JBSWY3DPEHPK3PXP"}])
