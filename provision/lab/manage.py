@@ -112,6 +112,8 @@ def _wait_all(names: Sequence[str], existing: set[str]) -> list[str]:
         port = render.ports_for(render.host_index(name))["ssh"]
         try:
             ssh.wait_running(name, port, host.host_dir(name) / "nspawn.log")
+            if name not in existing:
+                ssh.delegate_controllers(name, port)
         except LabError as err:
             if name in existing:  # not ours to judge: e.g. a provisioning run broke it
                 log.warning("%s (already running, left alone): %s", name, err)

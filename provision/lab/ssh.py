@@ -106,3 +106,30 @@ def wait_running(name: str, port: int, log: Path) -> str:
             f"Look with `invoke lab.ssh {name}`; console log: {log}"
         )
     return state
+
+
+# systemd-nspawn mounts a container's v1 controller hierarchies read-only; the host's
+# systemd then cannot apply MemoryMax= or CPUQuota= to its units, and a per-user limit
+# would be a number on paper. The host's own cgroups are below the lab's (system.py
+# cgroup_roots), so making its memory and cpu mounts writable gives it only its subtree.
+_DELEGATE = r"""
+set -e
+changed=
+for c in memory cpu cpuacct cpu,cpuacct; do
+    m=/sys/fs/cgroup/$c
+    mountpoint -q "$m" || continue
+    findmnt -no OPTIONS "$m" | grep -qE '(^|,)ro(,|$)' || continue
+    mount -o remount,bind,rw "$m"
+    changed=1
+done
+# systemd reads which controllers it may use when it starts: re-execute it.
+if [ -n "$changed" ]; then systemctl daemon-reexec; fi
+"""
+
+
+def delegate_controllers(name: str, port: int) -> None:
+    """Let the host's systemd enforce memory and CPU limits on its units (see _DELEGATE)."""
+    result = ssh_run(port, ["sh", "-c", _DELEGATE], timeout=60)
+    if result.returncode != 0:
+        raise LabError(f"{name}: cannot make the memory and cpu cgroups writable: "
+                       f"{result.stderr.strip()}")

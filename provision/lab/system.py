@@ -274,13 +274,33 @@ def netns_delete(name: str) -> None:
 # --- cgroups ---------------------------------------------------------------------------
 
 
-def cgroup_roots() -> list[Path]:
-    """Mount points of the hierarchies that track processes: cgroup2 and name=systemd.
+# v1 controllers a lab host's systemd uses for per-unit limits (MemoryMax=, CPUQuota=).
+RESOURCE_CONTROLLERS = frozenset({"memory", "cpu", "cpuacct"})
 
-    Each lab process is put in its own cgroup in each of them, because systemd-nspawn
-    creates `payload/` and `supervisor/` below its own cgroup: two containers sharing a
-    cgroup would fight over those. Other v1 controllers (memory...) are left as they are.
+
+def _own_cgroups() -> dict[frozenset[str], str]:
+    """This process's cgroup in each v1 hierarchy, keyed by the hierarchy's controllers."""
+    own = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers:
+            own[frozenset(controllers.split(","))] = path
+    return own
+
+
+def cgroup_roots() -> list[Path]:
+    """Where the lab makes its cgroups: the roots of the hierarchies that track processes
+    (cgroup2 and name=systemd), and this process's own cgroup in the v1 memory and cpu
+    hierarchies.
+
+    Each lab process is put in its own cgroup in each of them: systemd-nspawn creates
+    `payload/` and `supervisor/` below its own cgroup, two containers sharing a cgroup
+    would fight over those; and a host's systemd makes its units' memory and cpu cgroups
+    below its own (the limits a SystemdSpawner unit sets must be the kernel's, not
+    numbers on paper). Those are nested below ours, so the lab never escapes a limit put
+    on the process that started it. Other v1 controllers are left as they are.
     """
+    own = _own_cgroups()
     roots = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         left, _, right = line.partition(" - ")
@@ -288,8 +308,14 @@ def cgroup_roots() -> list[Path]:
         if len(fields) < 3:
             continue
         fstype, super_opts = fields[0], fields[2].split(",")
+        mount = Path(_unescape_mountinfo(left.split()[4]))
         if fstype == "cgroup2" or (fstype == "cgroup" and "name=systemd" in super_opts):
-            roots.append(Path(_unescape_mountinfo(left.split()[4])))
+            roots.append(mount)
+        elif fstype == "cgroup" and RESOURCE_CONTROLLERS & set(super_opts):
+            controllers = {c for key in own for c in key}
+            path = own.get(frozenset(o for o in super_opts if o in controllers))
+            if path is not None:
+                roots.append(mount.joinpath(path.lstrip("/")))
     return roots
 
 
