@@ -1,4 +1,5 @@
-"""A small JupyterHub HTTP client: log in like a browser, start a server, open JupyterLab.
+"""A small JupyterHub HTTP client: log in like a browser, start a server, open JupyterLab,
+run code in a kernel.
 
 Used by ``invoke verify --smoke`` and the end-to-end tests, so the check a sysadmin runs
 and the check CI runs are the same code. Only the standard library: cookies, the _xsrf
@@ -15,7 +16,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 
 class HubError(Exception):
@@ -52,6 +55,10 @@ def pinned_context(pem: str, server_name: str) -> ssl.SSLContext:
     ctx.server_name = server_name
     ctx.load_verify_locations(cadata=pem)
     return ctx
+
+
+class KernelDied(HubError):
+    """The kernel died (or was restarted) while running the code."""
 
 
 class HubClient:
@@ -166,3 +173,72 @@ class HubClient:
         self.start_server(username)
         self.open_lab(username)
         return f"{username}: login, spawn and JupyterLab ok in {time.monotonic() - start:.1f}s"
+
+    def xsrf_for(self, path: str) -> str:
+        """The _xsrf cookie a browser sends with ``path`` (the hub and each user's server
+        set their own, on their own paths)."""
+        want = urlsplit(self.url(path)).path
+        found = [c for c in self.jar if c.name == "_xsrf" and want.startswith(c.path)]
+        if not found:
+            raise HubError(f"no _xsrf cookie for {want}")
+        return max(found, key=lambda c: len(c.path)).value
+
+    def start_kernel(self, user: str) -> str:
+        """POST /user/<name>/api/kernels with the XSRF header, as JupyterLab does."""
+        path = f"user/{user}/api/kernels"
+        req = urllib.request.Request(self.url(path), data=b'{"name": "python3"}', method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "X-XSRFToken": self.xsrf_for(path)})
+        with self.opener.open(req, timeout=self.timeout) as resp:
+            if resp.status != 201:
+                raise HubError(f"starting a kernel for {user} answered {resp.status}")
+            return json.loads(resp.read())["id"]
+
+    def execute(self, user: str, kernel: str, code: str, wait: float = 60) -> str:
+        """Run ``code`` in ``kernel`` over its websocket (Jupyter messaging protocol 5.3);
+        returns the execute_result's text/plain ('' for code without a result).
+
+        A kernel that dies while running it (killed for exceeding a memory limit) is a
+        ``KernelDied``. Needs the websocket-client package (the test extras).
+        """
+        import websocket  # only here: a dependency of the tests and the bench, not of runs
+
+        parts = urlsplit(self.base)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        ws_url = (f"{scheme}://{parts.netloc}{parts.path}user/{user}/api/kernels/{kernel}/"
+                  f"channels?session_id={uuid.uuid4().hex}")
+        cookies = "; ".join(f"{c.name}={c.value}" for c in self.jar)
+        sslopt = {"context": self.context} if self.context else {}
+        ws = websocket.create_connection(ws_url, cookie=cookies, timeout=wait, sslopt=sslopt,
+                                         origin=f"{parts.scheme}://{parts.netloc}")
+        try:
+            msg_id = uuid.uuid4().hex
+            ws.send(json.dumps({
+                "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": user,
+                           "session": uuid.uuid4().hex, "version": "5.3", "date": ""},
+                "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+                "content": {"code": code, "silent": False, "store_history": False,
+                            "user_expressions": {}, "allow_stdin": False,
+                            "stop_on_error": True},
+            }))
+            deadline = time.monotonic() + wait
+            result = ""
+            while time.monotonic() < deadline:
+                try:
+                    msg = json.loads(ws.recv())
+                except websocket.WebSocketException as exc:
+                    raise HubError(f"{code!r}: the kernel's websocket: {exc}") from exc
+                state = msg.get("content", {}).get("execution_state")
+                if msg["msg_type"] == "status" and state in ("restarting", "dead"):
+                    raise KernelDied(f"the kernel died running {code!r} ({state})")
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                if msg["msg_type"] == "error":
+                    raise HubError(f"{code!r} failed: {msg['content']}")
+                if msg["msg_type"] == "execute_result":
+                    result = msg["content"]["data"]["text/plain"]
+                if msg["msg_type"] == "status" and state == "idle":
+                    return result
+            raise HubError(f"{code!r} did not finish within {wait:.0f}s")
+        finally:
+            ws.close()

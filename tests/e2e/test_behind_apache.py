@@ -15,12 +15,8 @@ import shlex
 import ssl
 import subprocess
 import time
-import urllib.request
-import uuid
-from urllib.parse import urlsplit
 
 import pytest
-import websocket
 import yaml
 
 from provision import lab
@@ -78,59 +74,6 @@ class Client(HubClient):
 
     def __init__(self, base: str, context: ssl.SSLContext | None = None) -> None:
         super().__init__(base, timeout=30, context=context)
-
-    def xsrf_for(self, path: str) -> str:
-        """The _xsrf cookie a browser sends with ``path`` (the hub and each user's server
-        set their own, on their own paths)."""
-        want = urlsplit(self.url(path)).path
-        found = [c for c in self.jar if c.name == "_xsrf" and want.startswith(c.path)]
-        if not found:
-            raise HubError(f"no _xsrf cookie for {want}")
-        return max(found, key=lambda c: len(c.path)).value
-
-    def start_kernel(self, user: str) -> str:
-        """POST /user/<name>/api/kernels with the XSRF header, as JupyterLab does."""
-        path = f"user/{user}/api/kernels"
-        req = urllib.request.Request(self.url(path), data=b'{"name": "python3"}', method="POST",
-                                     headers={"Content-Type": "application/json",
-                                              "X-XSRFToken": self.xsrf_for(path)})
-        with self.opener.open(req, timeout=self.timeout) as resp:
-            assert resp.status == 201, resp.status
-            return json.loads(resp.read())["id"]
-
-    def execute(self, user: str, kernel: str, code: str, wait: float = 60) -> str:
-        """Run ``code`` in ``kernel`` over its websocket (Jupyter messaging protocol 5.3);
-        returns the execute_result's text/plain."""
-        parts = urlsplit(self.base)
-        scheme = "wss" if parts.scheme == "https" else "ws"
-        ws_url = (f"{scheme}://{parts.netloc}{parts.path}user/{user}/api/kernels/{kernel}/"
-                  f"channels?session_id={uuid.uuid4().hex}")
-        cookies = "; ".join(f"{c.name}={c.value}" for c in self.jar)
-        sslopt = {"context": self.context} if self.context else {}
-        ws = websocket.create_connection(ws_url, cookie=cookies, timeout=wait, sslopt=sslopt,
-                                         origin=f"{parts.scheme}://{parts.netloc}")
-        try:
-            msg_id = uuid.uuid4().hex
-            ws.send(json.dumps({
-                "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": user,
-                           "session": uuid.uuid4().hex, "version": "5.3", "date": ""},
-                "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-                "content": {"code": code, "silent": False, "store_history": False,
-                            "user_expressions": {}, "allow_stdin": False,
-                            "stop_on_error": True},
-            }))
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                msg = json.loads(ws.recv())
-                if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                if msg["msg_type"] == "error":
-                    raise HubError(f"{code!r} failed: {msg['content']}")
-                if msg["msg_type"] == "execute_result":
-                    return msg["content"]["data"]["text/plain"]
-            raise HubError(f"no execute_result for {code!r} within {wait:.0f}s")
-        finally:
-            ws.close()
 
 
 def lab_and_kernel(client: Client) -> str:
