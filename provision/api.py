@@ -55,6 +55,8 @@ def provision(hosts: str = "all", *, inventory: str | None = None, check: bool =
     display = display or Display(verbose=verbose, diff=diff)
     if verbose and cfg.ignored:
         display.line(f"ignored (not jhprovision variables): {', '.join(cfg.ignored)}")
+    for notice in cfg.notices:
+        display.line(f"deprecated: {notice}")
     mode = "check mode: nothing will be changed" if check else "applying"
     display.line(f"{command}: {len(cfg.hosts)} host(s) ({', '.join(h.name for h in cfg.hosts)})"
                  f", {mode}")

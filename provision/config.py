@@ -110,6 +110,8 @@ class RunConfig:
     roles: list[ModuleType]
     variables: dict[str, Var]
     ignored: list[str] = field(default_factory=list)
+    #: "file: key: what to use instead", for deprecated variables the inventory sets
+    notices: list[str] = field(default_factory=list)
 
 
 def all_variables(roles: list[ModuleType]) -> dict[str, Var]:
@@ -277,4 +279,7 @@ def load_run(
     problems += check_across_hosts(hosts)
     if problems:
         raise ConfigError(problems)
-    return RunConfig(inventory, hosts, roles, variables, sorted(ignored))
+    notices = sorted({f"{host.origin(name)}: {var.deprecated}" for host in hosts
+                      for name, var in variables.items()
+                      if var.deprecated and name in host.origins})
+    return RunConfig(inventory, hosts, roles, variables, sorted(ignored), notices)

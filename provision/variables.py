@@ -58,6 +58,8 @@ class Var:
     nullable: bool = False
     choices: tuple = ()
     secret: bool = False
+    #: set for a variable on its way out: what to use instead (printed when it is set)
+    deprecated: str = ""
 
 
 def _is_ip(value: str) -> bool:
@@ -272,6 +274,34 @@ def _group(v: Any) -> str | None:
     return None
 
 
+BYTES_RE = re.compile(r"([1-9][0-9]*)([KMGT]?)")
+_BYTE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def byte_count(v: str | int) -> int:
+    """'768M' -> 805306368 (JupyterHub's ByteSpecification: K, M, G, T are powers of 1024)."""
+    if isinstance(v, int):
+        return v
+    m = BYTES_RE.fullmatch(v)
+    assert m, v
+    return int(m.group(1)) * _BYTE_UNITS[m.group(2)]
+
+
+def _bytes(v: Any) -> str | None:
+    """A memory size: bytes as an integer, or a string like '768M', '2G'."""
+    if isinstance(v, bool) or not (
+            (isinstance(v, int) and v > 0) or (isinstance(v, str) and BYTES_RE.fullmatch(v))):
+        return f"{bounded_repr(v)} is not a memory size (e.g. '768M', '2G')"
+    return None
+
+
+def _cpus(v: Any) -> str | None:
+    """A number of cores, e.g. 0.5, 1, 2."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.01 <= v <= 1024:
+        return f"{bounded_repr(v)} is not a number of cores between 0.01 and 1024 (e.g. 1.5)"
+    return None
+
+
 def _dict(v: Any) -> str | None:
     return None if isinstance(v, dict) else f"must be a mapping, not {type(v).__name__}"
 
@@ -292,6 +322,8 @@ TYPES: dict[str, Callable[[Any], str | None]] = {
     "version": _version,
     "group": _group,
     "dict": _dict,
+    "bytes": _bytes,
+    "cpus": _cpus,
     "base_url": lambda v: _str(v) or _check_base_url(v),
     "bind_url": lambda v: _str(v) or check_bind_url(v),
     "username": check_username,
@@ -306,7 +338,8 @@ TYPES: dict[str, Callable[[Any], str | None]] = {
 
 # Directories the tool creates, chmods and chowns as its own: a system directory is refused.
 OWNED_DIRS = frozenset({"jupyterhub_venv", "jupyterhub_config_dir", "jupyterhub_state_dir",
-                        "nodejs_prefix", "proxy_prefix"})
+                        "nodejs_prefix", "proxy_prefix", "jupyterhub_user_venv",
+                        "jupyterhub_shared_dir"})
 
 
 def check_value(var: Var, value: Any) -> str | None:

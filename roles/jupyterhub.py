@@ -56,15 +56,19 @@ SUMMARY = (
 )
 
 VARIABLES = [
-    Var("jupyterhub_venv", "/opt/jupyterhub", "path", "Virtualenv of the hub and of users' "
-        "servers."),
+    Var("jupyterhub_venv", "/opt/jupyterhub", "path", "Virtualenv of the hub (jupyterhub, "
+        "its spawner and services); users' servers run from jupyterhub_user_venv."),
     Var("jupyterhub_version", "6.1.1", "version", "jupyterhub package version."),
     Var("jupyterlab_version", "4.6.6", "version", "jupyterlab package version (the default "
-        "UI)."),
+        "UI), in jupyterhub_user_venv."),
     Var("notebook_version", "7.6.5", "version", "notebook package version (classic UI at "
-        "/tree)."),
-    Var("jupyterhub_extra_packages", [], "list[pip]", "More pip packages for users' kernels, "
-        "'name' or 'name==version' (e.g. numpy==2.3.4)."),
+        "/tree), in jupyterhub_user_venv."),
+    Var("jupyterhub_extra_packages", [], "list[pip]", "Deprecated: use "
+        "jupyterhub_user_packages. Its packages are installed in jupyterhub_user_venv, "
+        "where users' kernels run.",
+        deprecated="jupyterhub_extra_packages is deprecated: its packages now go into the "
+        "users' virtualenv (jupyterhub_user_venv), not the hub's; rename it to "
+        "jupyterhub_user_packages"),
     Var("jupyterhub_config_dir", "/etc/jupyterhub", "path", "Where jupyterhub_config.py "
         "lives."),
     Var("jupyterhub_state_dir", "/var/lib/jupyterhub", "path", "The hub's database and "
@@ -115,7 +119,7 @@ VARIABLES = [
         "jupyterhub_config.py (checked to compile and load before it is installed)."),
 ]
 
-AFTER = ("users", "wheel")
+AFTER = ("users", "wheel", "userenv")
 REQUIRES = ("proxy",)
 
 UNIT = HUB_UNIT
@@ -176,8 +180,7 @@ def check(v: dict[str, Any]) -> list[tuple[str, str]]:
 
 def requirements(v: dict[str, Any]) -> list[str]:
     contributed = [p for c in contributions(v) for p in c.packages]
-    return [f"jupyterhub=={v['jupyterhub_version']}", f"jupyterlab=={v['jupyterlab_version']}",
-            f"notebook=={v['notebook_version']}", *contributed, *v["jupyterhub_extra_packages"]]
+    return [f"jupyterhub=={v['jupyterhub_version']}", *contributed]
 
 
 def _hub_context(v: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +205,8 @@ def render_config(v: dict[str, Any]) -> str:
         proxy_api_url=st.proxy_api_url,
         cookie_secret_file=st.hub_cookie_secret,
         db_url=st.hub_db_url,
-        singleuser_cmd=f"{st.hub_venv}/bin/jupyterhub-singleuser",
+        singleuser_cmd=f"{st.user_venv}/bin/jupyterhub-singleuser",
+        user_path=f"{st.user_venv}/bin:/usr/local/bin:/usr/bin:/bin",
         allowed_groups={v["users_hub_group"], *v["jupyterhub_allowed_groups"]},
         admin_groups=set(admin_groups),
         jupyterhub_admin_users=set(v["jupyterhub_admin_users"]),

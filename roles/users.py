@@ -13,7 +13,7 @@ from typing import Any
 from provision.facts import FactRequest, Facts
 from provision.role import registry
 from provision.role import HubContribution, HubRole, HubService
-from provision.stack import API_ENV_FILE, API_SERVICE, API_TOKEN_ENV
+from provision.stack import API_ENV_FILE, API_SERVICE, API_TOKEN_ENV, user_unit
 from provision.steps import (Action, Command, Refuse, plan_directory, plan_file, plan_group,
                              plan_user)
 from provision.variables import Var, check_username, suggest
@@ -144,7 +144,7 @@ def check(v: dict[str, Any]) -> list[tuple[str, str]]:
 # process of theirs (terminals, kernels, sudo sessions). A hub that is not there or does
 # not answer is no reason to keep a locked user's processes: the warning says so.
 END_SESSION = r"""set -u
-user=$1 api=$2 envfile=$3
+user=$1 api=$2 envfile=$3 unit=$4
 if [ -r "$envfile" ]; then
   python3 -I -S - "$user" "$api" "$envfile" <<'PY' \
     || echo "warning: the hub did not end $user's session" >&2
@@ -161,6 +161,10 @@ except urllib.error.HTTPError as exc:
         raise
 PY
 fi
+# A server SystemdSpawner started lives in its own unit: stop it (a no-op if the hub did,
+# or if there is none), and forget a failed one.
+systemctl stop -- "$unit" 2>/dev/null
+systemctl reset-failed -- "$unit" 2>/dev/null
 pkill -TERM -u "$user" 2>/dev/null
 for _ in 1 2 3 4 5 6 7 8 9 10; do
   pgrep -u "$user" >/dev/null || exit 0
@@ -175,7 +179,7 @@ exit 0
 def end_session(v: dict[str, Any], name: str) -> Action:
     """Stop ``name``'s notebook server, end their hub session and their processes."""
     return Action(f"end {name}'s session", ops=[Command(
-        ["sh", "-c", END_SESSION, "sh", name, hub_api_url(v), API_ENV_FILE],
+        ["sh", "-c", END_SESSION, "sh", name, hub_api_url(v), API_ENV_FILE, user_unit(name)],
         display=f"end {name}'s session: hub server and login, then processes",
         timeout=120)], diff=f"- {name}: running server, hub session and processes ended")
 

@@ -236,7 +236,8 @@ class HostState:
 # What Debian 12's apt gives for the packages the roles install (versions from the lab).
 APT_VERSIONS = {"sudo": "1.9.13p3-1+deb12u1", "python3-venv": "3.11.2-1+b1",
                 "nodejs": DEBIAN_NODE, "npm": DEBIAN_NPM, "apache2": "2.4.71-1~deb12u1",
-                "openssl": "3.0.20-1~deb12u2", "libpam-google-authenticator": "20191231-2"}
+                "openssl": "3.0.20-1~deb12u2", "libpam-google-authenticator": "20191231-2",
+                "graphviz": "2.42.2-7+deb12u1"}
 DEBIAN_HOME_MODE = "0700"  # login.defs HOME_MODE on Debian 12
 
 
@@ -422,6 +423,14 @@ class Shell:
     def _mkdir(self, argv, stdin, as_user):
         owner, group = self._owner_of(as_user) if as_user else ("root", "root")
         self.st.add_dir(argv[-1], argv[argv.index("-m") + 1], owner, group)
+
+    def _ln(self, argv, stdin, as_user):
+        assert argv[1] == "-sfn" and argv[2] == "--", argv
+        existing = self.st.files.get(argv[-1])
+        assert existing is None or existing["type"] == "link", f"ln -sfn over {existing}"
+        owner, group = self._owner_of(as_user) if as_user else ("root", "root")
+        self.st.files[argv[-1]] = {"type": "link", "mode": "0777", "owner": owner,
+                                   "group": group, "target": argv[-2]}
 
     def _rm(self, argv, stdin, as_user):
         self.st.files.pop(argv[-1], None)

@@ -23,8 +23,8 @@ from test_runner import GATHER, Lab
 
 # ---------------------------------------------------------------- the registry, real roles
 def test_order_is_computed_from_the_declarations():
-    assert registry().names == ["users", "otp", "wheel", "nodejs", "proxy", "jupyterhub",
-                                "apache", "culler"]
+    assert registry().names == ["users", "otp", "wheel", "nodejs", "proxy", "userenv",
+                                "jupyterhub", "apache", "culler", "shared", "spawner"]
     order = registry().names
     for role in registry().roles:
         for dep in (*getattr(role, "AFTER", ()), *getattr(role, "REQUIRES", ())):
@@ -32,7 +32,7 @@ def test_order_is_computed_from_the_declarations():
 
 
 def test_every_notify_a_role_plans_is_a_declared_handler():
-    v = inventory_vars(jupyterhub_notebook_dir="~/nb")
+    v = inventory_vars(jupyterhub_notebook_dir="~/nb", jupyterhub_shared_dir="/srv/data")
     reg = registry()
     for state in (converged(v), __import__("hostmodel").fresh()):
         facts = state.facts(state.everything().merge(_request(v)))

@@ -99,7 +99,8 @@ def test_rendered_config_holds_exactly_the_given_values(prompt, notebook_dir, de
     assert got["Spawner"]["default_url"] == default_url
     assert got["PAMAuthenticator"] == {"allowed_groups": {"jupyterhub-users", *groups},
                                        "admin_groups": {"wheel"}, "service": "jupyterhub"}
-    assert set(got) == {"JupyterHub", "ConfigurableHTTPProxy", "Spawner", "Authenticator",
+    assert set(got) == {"JupyterHub", "ConfigurableHTTPProxy", "Spawner", "SystemdSpawner",
+                        "Authenticator",
                         "PAMAuthenticator"}
     assert got["JupyterHub"]["bind_url"] == "http://:8000/"
 

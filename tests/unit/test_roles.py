@@ -43,6 +43,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
                              "jupyterhub_admin_users": ["bob"],
                              "jupyterhub_admin_groups": ["wheel", "staff"]},
     "notebook-dir": {"jupyterhub_notebook_dir": "~/notebooks"},
+    "semester": {"jupyterhub_notebook_dir": "~/notebooks", "jupyterhub_shared_dir": "/srv/data",
+                 "jupyterhub_user_packages": ["tabulate", "numpy==2.3.4"],
+                 "jupyterhub_user_apt_packages": ["graphviz"], "jupyterhub_mem_limit": "768M",
+                 "jupyterhub_cpu_limit": 1.5},
     "otp-with-secrets": {"jupyterhub_request_otp": True, "users": [
         {**u, "otp_secret": OTP_SECRET} if u["name"] in ("alice", "carol") else u
         for u in LAB_USERS]},
@@ -100,9 +104,13 @@ def test_converged_host_needs_no_change(variant, name):
     assert not changes(actions), changes(actions)
 
 
+# Roles off by default, with what turns them on.
+TURNED_ON = {"shared": {"jupyterhub_shared_dir": "/srv/data"}}
+
+
 @pytest.mark.parametrize("name", ROLE_NAMES)
 def test_fresh_host_changes_every_role(name):
-    v = inventory_vars()
+    v = inventory_vars(**TURNED_ON.get(name, {}))
     assert changes(plan_role(name, v, fresh()))
 
 
@@ -213,8 +221,9 @@ def test_jupyterhub_on_fresh_host():
     ]
     pip = by_name(actions, "jupyterhub packages")
     assert argvs(pip)[0] == ["/usr/bin/python3", "-m", "venv", "--", "/opt/jupyterhub"]
-    assert argvs(pip)[1][-4:] == ["jupyterhub==6.1.1", "jupyterlab==4.6.6", "notebook==7.6.5",
-                                  "jupyterhub-idle-culler==2.0.0"]
+    # the hub's own packages only: JupyterLab and the rest are in the users' virtualenv
+    assert argvs(pip)[1][-3:] == ["jupyterhub==6.1.1", "jupyterhub-idle-culler==2.0.0",
+                                  "jupyterhub-systemdspawner==1.0.2"]
     config = by_name(actions, "file /etc/jupyterhub/jupyterhub_config.py")
     assert len(config.ops) == 1  # nothing to keep as .prev on a fresh host
     upload = config.ops[0]
@@ -265,7 +274,8 @@ def test_locking_a_user_ends_their_session_then_locks_and_drops_hub_membership()
     assert end.name == "end bob's session"
     argv = end.ops[0].argv
     assert argv[:2] == ["sh", "-c"] and argv[3:] == [
-        "sh", "bob", "http://127.0.0.1:8081/hub/api", jupyterhub.API_ENV_FILE]
+        "sh", "bob", "http://127.0.0.1:8081/hub/api", jupyterhub.API_ENV_FILE,
+        "jupyter-bob-singleuser.service"]
     assert [(a.name, argvs(a)) for a in actions[2:]] == [
         ("group jupyterhub-users", [["gpasswd", "--delete", "bob", "jupyterhub-users"]]),
     ]

@@ -104,8 +104,9 @@ def test_changes_are_applied_in_order_and_handlers_run_once():
     rep = report.hosts["lab1"]
     assert not rep.failed, rep.error
     argvs = lab.argvs("lab1")
-    # facts again only after a role changed something: 5 roles all change -> 1 + 4
-    assert argvs.count(GATHER) == 5
+    # facts again only after a role changed something: 6 roles with steps (users, wheel,
+    # nodejs, proxy, userenv, jupyterhub) all change -> 1 + 5
+    assert argvs.count(GATHER) == 6
     assert rep.round_trips == len(argvs)
     assert rep.handlers == ["restart proxy", "restart jupyterhub"]
     restart_hub = ["systemctl", "restart", "--", jupyterhub.UNIT]

@@ -35,9 +35,16 @@ BASE = {
         # the culler role's contribution (on by default); jhprovision's service needs its
         # token, absent here, so it is left out
         "services": [CULLER], "load_roles": [CULLER_ROLE],
+        # the spawner role's (SystemdSpawner by default)
+        "spawner_class": "systemdspawner.SystemdSpawner",
     },
+    "SystemdSpawner": {"unit_name_template": "jupyter-{USERNAME}-singleuser",
+                       "default_shell": "/bin/bash", "disable_user_sudo": False,
+                       "unit_extra_properties": {"OOMPolicy": "continue"}},
     "ConfigurableHTTPProxy": {"should_start": False, "api_url": "http://127.0.0.1:8001"},
-    "Spawner": {"cmd": ["/opt/jupyterhub/bin/jupyterhub-singleuser"], "default_url": "/lab",
+    # users' servers come from the users' virtualenv, first on their PATH
+    "Spawner": {"cmd": ["/opt/jupyterhub-user/bin/jupyterhub-singleuser"], "default_url": "/lab",
+                "environment": {"PATH": "/opt/jupyterhub-user/bin:/usr/local/bin:/usr/bin:/bin"},
                 "start_timeout": 60, "http_timeout": 60},
     "Authenticator": {"allow_all": False, "allowed_users": set(), "admin_users": set()},
     "PAMAuthenticator": {"allowed_groups": {"jupyterhub-users"}, "admin_groups": {"wheel"}},
@@ -63,12 +70,25 @@ CONFIG_CASES: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]], list[st
                         "hub_connect_ip": "10.1.2.3"}}, []),
     "spawner": (
         {"jupyterhub_default_url": "/tree", "jupyterhub_notebook_dir": "~/notebooks",
-         "jupyterhub_start_timeout": 120, "jupyterhub_venv": "/srv/hub",
+         "jupyterhub_start_timeout": 120, "jupyterhub_user_venv": "/srv/users",
          "jupyterhub_idle_timeout": 0},
         {"Spawner": {"default_url": "/tree", "notebook_dir": "~/notebooks",
                      "start_timeout": 120, "http_timeout": 120,
-                     "cmd": ["/srv/hub/bin/jupyterhub-singleuser"]}},
+                     "cmd": ["/srv/users/bin/jupyterhub-singleuser"],
+                     "environment": {"PATH": "/srv/users/bin:/usr/local/bin:/usr/bin:/bin"}}},
         ["JupyterHub.services", "JupyterHub.load_roles"]),
+    "limits": (
+        {"jupyterhub_mem_limit": "768M", "jupyterhub_cpu_limit": 1.5,
+         "jupyterhub_disable_user_sudo": True},
+        {"SystemdSpawner": {"mem_limit": "768M", "cpu_limit": 1.5, "disable_user_sudo": True,
+                            # no way around the memory limit through swap
+                            "unit_extra_properties": {"OOMPolicy": "continue",
+                                                      "MemorySwapMax": "0"}}}, []),
+    "local-spawner": (
+        {"jupyterhub_spawner": "local"}, {},
+        ["JupyterHub.spawner_class", "SystemdSpawner.unit_name_template",
+         "SystemdSpawner.default_shell", "SystemdSpawner.disable_user_sudo",
+         "SystemdSpawner.unit_extra_properties"]),
     "culler": (
         {"jupyterhub_idle_timeout": 120, "jupyterhub_idle_cull_every": 30,
          "jupyterhub_idle_max_age": 86400},
@@ -110,7 +130,7 @@ def expected_config(changes: dict[str, dict[str, Any]], unset: list[str]) -> dic
     for dotted in unset:
         section, trait = dotted.split(".")
         del want[section][trait]
-    return want
+    return {section: traits for section, traits in want.items() if traits}
 
 
 @pytest.mark.parametrize("case", CONFIG_CASES, ids=list(CONFIG_CASES))

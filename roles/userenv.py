@@ -1,0 +1,61 @@
+"""userenv: the users' own Python environment, apart from the hub's.
+
+As The Littlest JupyterHub separates them: the hub's virtualenv holds what the hub runs
+(jupyterhub, its spawner, its services); ``jupyterhub_user_venv`` holds what users run:
+``jupyterhub-singleuser`` (the ``jupyterhub`` package at the hub's version), JupyterLab,
+the classic notebook, ipykernel and the course's ``jupyterhub_user_packages``. Users'
+servers start from it and find it first on their PATH (terminals included).
+
+Adding packages installs only what is missing, into the environment running servers use:
+the hub is not restarted, no server is stopped, and the next kernel sees them.
+``jupyterhub_user_apt_packages`` are system libraries (e.g. libgdal-dev) for them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from provision.facts import FactRequest, Facts
+from provision.stack import stack
+from provision.steps import Action, plan_apt, plan_pip
+from provision.variables import Var
+
+NAME = "userenv"
+SUMMARY = ("the users' virtualenv (`jupyterhub_user_venv`): jupyterhub-singleuser, "
+           "JupyterLab, notebook, ipykernel and `jupyterhub_user_packages`; installing a "
+           "package restarts nothing")
+
+AFTER = ("users", "wheel")
+
+VARIABLES = [
+    Var("jupyterhub_user_venv", "/opt/jupyterhub-user", "dir", "Virtualenv users' servers "
+        "and kernels run from (first on their PATH), apart from the hub's."),
+    Var("jupyterhub_user_packages", [], "list[pip]", "pip packages for users' kernels, "
+        "'name' or 'name==version' (e.g. numpy==2.3.4); adding one restarts nothing."),
+    Var("jupyterhub_user_apt_packages", [], "list[pkg]", "Debian packages users' work "
+        "needs (system libraries, e.g. libgdal-dev, graphviz)."),
+]
+
+
+def requirements(v: dict[str, Any]) -> list[str]:
+    # jupyterhub_extra_packages (deprecated) meant "for users' kernels": it lands here.
+    return [f"jupyterhub=={v['jupyterhub_version']}", f"jupyterlab=={v['jupyterlab_version']}",
+            f"notebook=={v['notebook_version']}", "ipykernel",
+            *v["jupyterhub_user_packages"], *v["jupyterhub_extra_packages"]]
+
+
+def facts(v: dict[str, Any]) -> FactRequest:
+    return FactRequest(dpkg={"python3-venv", *v["jupyterhub_user_apt_packages"]},
+                       venvs={stack(v).user_venv})
+
+
+def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
+    actions = [plan_apt(facts, {"python3-venv": None})]
+    if v["jupyterhub_user_apt_packages"]:
+        act = plan_apt(facts, dict.fromkeys(v["jupyterhub_user_apt_packages"]))
+        act.name = "users' apt packages"
+        actions.append(act)
+    # No notify: servers import from it as it grows; nothing needs a restart.
+    actions.append(plan_pip(facts, stack(v).user_venv, requirements(v),
+                            name="users' packages"))
+    return actions
