@@ -119,8 +119,10 @@ class HubContribution:
     roles: list[HubRole] = field(default_factory=list)
     #: ("Class.trait", value) lines, e.g. ("Spawner.mem_limit", "2G")
     config: list[tuple[str, Any]] = field(default_factory=list)
-    #: pip requirements installed into the hub's virtualenv (which users' servers use)
+    #: pip requirements installed into the hub's virtualenv
     packages: list[str] = field(default_factory=list)
+    #: environment variables of every user's server (c.Spawner.environment)
+    server_env: dict[str, str] = field(default_factory=dict)
     #: filled by ``hub_contributions``: the role it came from
     role: str = ""
 
@@ -128,6 +130,8 @@ class HubContribution:
         out = [f"config key {key!r} is not Class.trait" for key, _ in self.config
                if not _TRAIT_RE.fullmatch(key)]
         out += [f"service name {s.name!r}" for s in self.services if not _NAME_RE.fullmatch(s.name)]
+        out += [f"server_env {k!r}" for k in self.server_env
+                if not re.fullmatch(r"[A-Z][A-Z0-9_]*", k) or k == "PATH"]
         out += [f"service {s.name}: token_env {s.token_env!r}" for s in self.services
                 if s.token_env and not re.fullmatch(r"[A-Z][A-Z0-9_]*", s.token_env)]
         return out

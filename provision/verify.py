@@ -11,10 +11,10 @@ so the suite also runs as plain pytest with testinfra's own options:
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 from .config import REPO, load_run, proxy_jump
 from .errors import ConfigError
@@ -36,8 +36,10 @@ def _word(host: str, key: str, value: object) -> str:
     return text
 
 
-def ssh_config(hosts: list[Host]) -> str:
-    """An OpenSSH client config naming each inventory host, with host keys checked."""
+def ssh_config(hosts: list[Host], control_dir: str = "/run/jhprovision-verify") -> str:
+    """An OpenSSH client config naming each inventory host, with host keys checked; its
+    shared connections' sockets go in ``control_dir`` (a private directory of the run's:
+    ~/.ssh may not exist, and is not ours to fill)."""
     lines = []
     for h in hosts:
         v = h.vars
@@ -65,7 +67,7 @@ def ssh_config(hosts: list[Host]) -> str:
         lines.append(f"  StrictHostKeyChecking {checking}")
         lines.append("  BatchMode yes")
         lines.append("  ControlMaster auto")
-        lines.append("  ControlPath ~/.ssh/jhprov-verify-%C")
+        lines.append(f"  ControlPath {control_dir}/%C")
         lines.append("  ControlPersist 60")
         lines.append("")
     return "\n".join(lines)
@@ -77,10 +79,10 @@ def verify(hosts: str = "all", *, inventory: str | None = None, smoke: str | Non
            extra: list[str] | None = None, quiet: bool = False) -> int:
     """Run the suite; returns pytest's exit code (0: every host is as the inventory says)."""
     cfg = load_run(inventory, hosts)
-    text = ssh_config(cfg.hosts)
-    fd, path = tempfile.mkstemp(prefix="jhprov-ssh-", suffix=".conf")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
+    workdir = tempfile.mkdtemp(prefix="jhprov-verify-")  # 0700
+    path = os.path.join(workdir, "ssh.conf")
+    with open(path, "w") as fh:
+        fh.write(ssh_config(cfg.hosts, control_dir=workdir))
     argv = [sys.executable, "-m", "pytest", str(SUITE), "-p", "no:cacheprovider",
             "--rootdir", str(REPO), "-o", "testpaths=tests/infra",
             f"--hosts={','.join('ssh://' + h.name for h in cfg.hosts)}",
@@ -97,4 +99,7 @@ def verify(hosts: str = "all", *, inventory: str | None = None, smoke: str | Non
     try:
         return subprocess.call(argv, cwd=REPO)
     finally:
-        Path(path).unlink(missing_ok=True)
+        for h in cfg.hosts:  # end the shared connections rather than leave them to expire
+            subprocess.run(["ssh", "-F", path, "-O", "exit", "--", h.name],
+                           capture_output=True, timeout=30, check=False)
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -62,8 +62,21 @@ def command(v: dict[str, Any]) -> list[str]:
     return argv
 
 
+def activity_interval(v: dict[str, Any]) -> int:
+    """How often the hub learns of servers' activity, in seconds.
+
+    By default the hub asks the proxy every 300 s and each server reports every 300 s: with
+    a shorter timeout, a server busy all along would look idle and be culled. A quarter of
+    the timeout (10 s to 300 s) keeps what the culler sees current.
+    """
+    return max(10, min(300, v["jupyterhub_idle_timeout"] // 4))
+
+
 def hub(v: dict[str, Any]) -> HubContribution:
+    interval = activity_interval(v)
     return HubContribution(
+        config=[("JupyterHub.last_activity_interval", interval)],
+        server_env={"JUPYTERHUB_ACTIVITY_INTERVAL": str(interval)},
         services=[HubService(SERVICE, "stops servers idle for "
                              f"{v['jupyterhub_idle_timeout']} s", command=command(v))],
         roles=[HubRole(SERVICE, list(SCOPES), services=[SERVICE])],

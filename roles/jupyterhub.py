@@ -184,13 +184,15 @@ def requirements(v: dict[str, Any]) -> list[str]:
 
 
 def _hub_context(v: dict[str, Any]) -> dict[str, Any]:
-    services, roles, config = [], [], []
+    services, roles, config, server_env = [], [], [], {}
     for c in contributions(v):
+        server_env.update(c.server_env)
         services += [dict(role=c.role, description=s.description, literal=s.literal(),
                           token_env=s.token_env) for s in c.services]
         roles += [dict(role=c.role, literal=r.literal()) for r in c.roles]
         config += [(c.role, key, value) for key, value in c.config]
-    return dict(hub_services=services, hub_roles=roles, hub_config=config)
+    return dict(hub_services=services, hub_roles=roles, hub_config=config,
+                server_env=server_env)
 
 
 def render_config(v: dict[str, Any]) -> str:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
 
 from provision.hubclient import HubClient, pinned_context
-from roles import apache, jupyterhub, nodejs, proxy
-from roles._common import hub_api_url, hub_urls
+from provision.variables import byte_count
+from roles import apache, jupyterhub, nodejs, proxy, shared, userenv
+from roles._common import active_users, hub_api_url, hub_urls
 
 
 def test_node_version(host, hv, hfacts):
@@ -38,17 +40,84 @@ def test_proxy_version(host, hv):
                                           f"{hv['proxy_version']}, found {found}")
 
 
-def test_hub_packages(host, hv):
-    venv = hv["jupyterhub_venv"]
-    out = host.run(f"{venv}/bin/python -c \"import importlib.metadata as m, json; "
-                   "print(json.dumps({n: m.version(n) for n in "
-                   "('jupyterhub', 'jupyterlab', 'notebook')}))\"")
+def _versions(host, venv: str, names: list[str]) -> dict[str, str | None]:
+    """Installed versions of ``names`` in ``venv`` (None: not installed)."""
+    code = ("import importlib.metadata as m, json, sys\n"
+            "def v(n):\n"
+            "    try:\n"
+            "        return m.version(n)\n"
+            "    except m.PackageNotFoundError:\n"
+            "        return None\n"
+            "print(json.dumps({n: v(n) for n in sys.argv[1:]}))")
+    out = host.run(f"{venv}/bin/python -c {shlex.quote(code)} {shlex.join(names)}")
     assert out.rc == 0, f"cannot read versions in {venv}: {out.stderr.strip()[-300:]}"
-    found = json.loads(out.stdout)
-    want = {"jupyterhub": hv["jupyterhub_version"], "jupyterlab": hv["jupyterlab_version"],
-            "notebook": hv["notebook_version"]}
-    assert found == want, f"expected {want}, found {found}"
+    return json.loads(out.stdout)
+
+
+def _pins(requirements: list[str]) -> dict[str, str | None]:
+    """'name==1.0' -> {'name': '1.0'}; 'name' -> {'name': None} (any version)."""
+    return {r.partition("==")[0].split("[")[0]: r.partition("==")[2] or None
+            for r in requirements}
+
+
+def _check_venv(host, venv: str, requirements: list[str]) -> None:
+    want = _pins(requirements)
+    found = _versions(host, venv, list(want))
+    wrong = {n: (found[n], pin) for n, pin in want.items()
+             if found[n] is None or (pin is not None and found[n] != pin)}
+    assert not wrong, (f"{venv}: packages missing or at another version (found, wanted): "
+                       f"{wrong}")
+
+
+def test_hub_packages(host, hv):
+    _check_venv(host, hv["jupyterhub_venv"], jupyterhub.requirements(hv))
+
+
+def test_users_packages(host, hv):
+    venv = hv["jupyterhub_user_venv"]
+    _check_venv(host, venv, userenv.requirements(hv))
     assert host.file(f"{venv}/bin/jupyterhub-singleuser").exists, "no single-user server"
+    for pkg in hv["jupyterhub_user_apt_packages"]:
+        assert host.package(pkg).is_installed, f"Debian package {pkg} is not installed"
+
+
+@pytest.mark.only_if(lambda hv: hv["jupyterhub_spawner"] == "systemd")
+def test_limits_on_running_servers(host, hv):
+    """Every user's server running now is in its own unit with the inventory's limits."""
+    units = host.run("systemctl list-units --plain --no-legend --state=running "
+                     "'jupyter-*-singleuser.service'").stdout.split()
+    units = [u for u in units if u.endswith("-singleuser.service")]
+    mem, cpu = hv["jupyterhub_mem_limit"], hv["jupyterhub_cpu_limit"]
+    want = {"MemoryMax": str(byte_count(mem)) if mem is not None else "infinity",
+            "CPUQuotaPerSecUSec": f"{cpu:g}s" if cpu is not None else "infinity",
+            "NoNewPrivileges": "yes" if hv["jupyterhub_disable_user_sudo"] else "no",
+            "OOMPolicy": "continue"}
+    if mem is not None:
+        want["MemorySwapMax"] = "0"
+    for unit in units:
+        out = host.run(f"systemctl show -p {','.join(want)} -- {unit}").stdout
+        found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        wrong = {k: (found.get(k), w) for k, w in want.items() if found.get(k) != w}
+        assert not wrong, (f"{unit}: limits differ from the inventory (found, wanted): "
+                           f"{wrong}; they apply to servers started after a change: stop "
+                           "and start that server")
+
+
+@pytest.mark.only_if(lambda hv: bool(hv["jupyterhub_shared_dir"]))
+def test_shared_dir(host, hv):
+    path = hv["jupyterhub_shared_dir"]
+    f = host.file(path)
+    assert f.is_directory, f"{path} is not a directory"
+    assert (f.user, f.group, f.mode) == ("root", hv["wheel_group"], 0o2775), (
+        f"{path}: expected root:{hv['wheel_group']} 2775, found {f.user}:{f.group} "
+        f"{f.mode:04o}")
+    for u in active_users(hv):
+        home = host.user(u["name"]).home
+        link = host.file(f"{home}/{shared._link_rel(hv)}")
+        if link.exists and not link.is_symlink:
+            continue  # the user's own file at that name: left alone, on purpose
+        assert link.is_symlink and link.linked_to == path, (
+            f"{link.path} should be a link to {path}")
 
 
 def _check_file(host, path: str, *, mode: int, content: str | None = None,

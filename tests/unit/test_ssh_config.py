@@ -24,7 +24,7 @@ def test_connection_settings_and_the_jump_host_are_written():
         "  IdentityFile /keys/lab", "  IdentitiesOnly yes",
         "  UserKnownHostsFile /keys/known_hosts", "  ProxyJump ops@bastion:2200",
         "  StrictHostKeyChecking yes", "  BatchMode yes", "  ControlMaster auto",
-        "  ControlPath ~/.ssh/jhprov-verify-%C", "  ControlPersist 60"]
+        "  ControlPath /run/jhprovision-verify/%C", "  ControlPersist 60"]
 
 
 def test_host_key_checking_off_only_when_the_inventory_says_so():

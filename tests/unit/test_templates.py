@@ -37,6 +37,8 @@ BASE = {
         "services": [CULLER], "load_roles": [CULLER_ROLE],
         # the spawner role's (SystemdSpawner by default)
         "spawner_class": "systemdspawner.SystemdSpawner",
+        # the culler's: what it sees of servers' activity is at most a quarter timeout old
+        "last_activity_interval": 300,
     },
     "SystemdSpawner": {"unit_name_template": "jupyter-{USERNAME}-singleuser",
                        "default_shell": "/bin/bash", "disable_user_sudo": False,
@@ -44,7 +46,8 @@ BASE = {
     "ConfigurableHTTPProxy": {"should_start": False, "api_url": "http://127.0.0.1:8001"},
     # users' servers come from the users' virtualenv, first on their PATH
     "Spawner": {"cmd": ["/opt/jupyterhub-user/bin/jupyterhub-singleuser"], "default_url": "/lab",
-                "environment": {"PATH": "/opt/jupyterhub-user/bin:/usr/local/bin:/usr/bin:/bin"},
+                "environment": {"PATH": "/opt/jupyterhub-user/bin:/usr/local/bin:/usr/bin:/bin",
+                                "JUPYTERHUB_ACTIVITY_INTERVAL": "300"},
                 "start_timeout": 60, "http_timeout": 60},
     "Authenticator": {"allow_all": False, "allowed_users": set(), "admin_users": set()},
     "PAMAuthenticator": {"allowed_groups": {"jupyterhub-users"}, "admin_groups": {"wheel"}},
@@ -76,7 +79,7 @@ CONFIG_CASES: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]], list[st
                      "start_timeout": 120, "http_timeout": 120,
                      "cmd": ["/srv/users/bin/jupyterhub-singleuser"],
                      "environment": {"PATH": "/srv/users/bin:/usr/local/bin:/usr/bin:/bin"}}},
-        ["JupyterHub.services", "JupyterHub.load_roles"]),
+        ["JupyterHub.services", "JupyterHub.load_roles", "JupyterHub.last_activity_interval"]),
     "limits": (
         {"jupyterhub_mem_limit": "768M", "jupyterhub_cpu_limit": 1.5,
          "jupyterhub_disable_user_sudo": True},
@@ -93,7 +96,11 @@ CONFIG_CASES: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]], list[st
         {"jupyterhub_idle_timeout": 120, "jupyterhub_idle_cull_every": 30,
          "jupyterhub_idle_max_age": 86400},
         {"JupyterHub": {"services": [dict(CULLER, command=[
-            *CULLER["command"][:3], "--timeout=120", "--cull-every=30", "--max-age=86400"])]}},
+            *CULLER["command"][:3], "--timeout=120", "--cull-every=30", "--max-age=86400"])],
+            "last_activity_interval": 30},
+         "Spawner": {"environment": {
+             "PATH": "/opt/jupyterhub-user/bin:/usr/local/bin:/usr/bin:/bin",
+             "JUPYTERHUB_ACTIVITY_INTERVAL": "30"}}},
         []),
     "users-and-groups": (
         {"jupyterhub_admin_users": ["alice", "bob"], "jupyterhub_allowed_users": ["carol"],
