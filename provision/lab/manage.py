@@ -62,19 +62,23 @@ def status() -> list[LabHost]:
     return [_describe(name) for name in host.known_names()]
 
 
-def up(count: int) -> list[LabHost]:
-    """Boot lab1..lab`count` (those not already running) and wait until all are up.
+def up(count: int = 0, *, names: Sequence[str] = ()) -> list[LabHost]:
+    """Boot lab1..lab`count` (those not already running) and wait until all are up; with
+    `names` (e.g. ["lab3"]), exactly those hosts.
 
     Example: `up(2)` returns the two LabHost entries once `systemctl is-system-running
     --wait` says `running` on both over SSH. Hosts already running are left alone (a
     warning is logged if their systemd is not `running`). Writes `.lab/known_hosts` and
     `inventory/lab.yml`.
     """
-    if not 1 <= count <= config.MAX_HOSTS:
+    if names:
+        names = [render.host_name(render.host_index(name)) for name in names]
+    elif not 1 <= count <= config.MAX_HOSTS:
         raise LabError(f"--count must be between 1 and {config.MAX_HOSTS}, not {count}")
+    else:
+        names = [render.host_name(index) for index in range(1, count + 1)]
     require_root()
     require_commands(config.REQUIRED_COMMANDS)
-    names = [render.host_name(index) for index in range(1, count + 1)]
     with _locked(config.LOCK_FILE):
         ssh.keygen(config.KEY_FILE, "jhprovision-lab")
         with _locked(config.CACHE_DIR / "lock"):

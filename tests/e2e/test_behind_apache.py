@@ -25,7 +25,7 @@ from roles import apache
 
 from e2e_support import invoke, main_pid, make_inventory, provision_json, sh
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.lab3]
 HOST = "lab3"
 USER, UID, PASSWORD = "erin", "2301", "apache-e2e-pw-erin"
 BASE = "/jhub/"

@@ -146,7 +146,7 @@ def _spare_index() -> int:
 def test_down_leaves_nothing_behind(lab_hosts: list[lab.LabHost]) -> None:
     index = _spare_index()
     name = render.host_name(index)
-    lab.up(index)  # boots only `name`: every lower number is running already
+    lab.up(names=[name])
     assert lab.run_ssh(name, "systemctl is-system-running").stdout.strip() == "running"
     pids = [h.pid for h in lab.status() if h.name == name]
 
@@ -173,5 +173,7 @@ def test_down_leaves_nothing_behind(lab_hosts: list[lab.LabHost]) -> None:
     # The hosts of the other tests are untouched, and the files forget only `name`.
     assert [h.pid for h in lab.status() if h.name in NAMES] == [h.pid for h in lab_hosts]
     inventory = yaml.safe_load(config.INVENTORY_FILE.read_text())
-    assert list(inventory["all"]["children"]["lab"]["hosts"]) == NAMES
+    listed = set(inventory["all"]["children"]["lab"]["hosts"])
+    # (lab3 may be listed too: its modules run beside these ones)
+    assert name not in listed and set(NAMES) <= listed
     assert f"]:{22200 + index} " not in config.KNOWN_HOSTS_FILE.read_text()

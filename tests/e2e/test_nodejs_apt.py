@@ -9,7 +9,7 @@ import pytest
 import yaml
 from e2e_support import invoke, make_inventory, provision_json, sh
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.lab3]
 HOST = "lab3"
 
 

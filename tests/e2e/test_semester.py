@@ -19,7 +19,7 @@ from provision.hubclient import HubClient, HubError, KernelDied
 
 from e2e_support import invoke, main_pid, make_inventory, provision_json, sh
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.lab3]
 HOST = "lab3"
 PASSWORD = "semester-e2e-pw-17"
 USERS = {"tess": 2601, "sam": 2602, "sue": 2603, "ida": 2604, "bea": 2605}  # tess: wheel
