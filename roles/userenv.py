@@ -37,11 +37,21 @@ VARIABLES = [
 ]
 
 
+# Start-up CPU of every user's server, measured on a lab host: jsonschema 4.25+ imports
+# rfc3987-syntax, which compiles ~35 Lark parsers at import (1.6 s of CPU, more than the
+# rest of jupyter_server's start; jsonschema issue #1428). No Jupyter schema uses the iri
+# formats it checks. 4.24 does not import it: a class logging in at once spawns in half
+# the CPU. A user package that needs a newer jsonschema overrides this (its pin wins).
+FAST_START_PINS = ["jsonschema==4.24.1"]
+
+
 def requirements(v: dict[str, Any]) -> list[str]:
     # jupyterhub_extra_packages (deprecated) meant "for users' kernels": it lands here.
+    own = [*v["jupyterhub_user_packages"], *v["jupyterhub_extra_packages"]]
+    named = {r.partition("==")[0].split("[")[0].lower() for r in own}
+    pins = [p for p in FAST_START_PINS if p.partition("==")[0] not in named]
     return [f"jupyterhub=={v['jupyterhub_version']}", f"jupyterlab=={v['jupyterlab_version']}",
-            f"notebook=={v['notebook_version']}", "ipykernel",
-            *v["jupyterhub_user_packages"], *v["jupyterhub_extra_packages"]]
+            f"notebook=={v['notebook_version']}", "ipykernel", *pins, *own]
 
 
 def facts(v: dict[str, Any]) -> FactRequest:

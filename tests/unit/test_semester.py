@@ -59,8 +59,8 @@ def test_users_venv_holds_the_servers_packages_and_the_hubs_does_not():
     v = inventory_vars(jupyterhub_user_packages=["tabulate"])
     pip = by_name(plan_role("userenv", v, fresh()), "users' packages")
     assert argvs(pip)[0] == ["/usr/bin/python3", "-m", "venv", "--", "/opt/jupyterhub-user"]
-    assert argvs(pip)[1][-5:] == ["jupyterhub==6.1.1", "jupyterlab==4.6.6", "notebook==7.6.5",
-                                  "ipykernel", "tabulate"]
+    assert argvs(pip)[1][-6:] == ["jupyterhub==6.1.1", "jupyterlab==4.6.6", "notebook==7.6.5",
+                                  "ipykernel", "jsonschema==4.24.1", "tabulate"]
     assert pip.notify == ()
     hub = jupyterhub.requirements(v)
     assert not [r for r in hub if r.startswith(("jupyterlab", "notebook", "tabulate"))]
@@ -76,6 +76,12 @@ def test_adding_a_users_package_installs_only_it_and_restarts_nothing():
     assert pip.diff == "+ numpy 2.3.4"
     assert all(a.notify == () for a in actions)
     assert not changes(plan_role("jupyterhub", v, host))
+
+
+def test_a_users_own_jsonschema_pin_replaces_the_fast_start_one():
+    v = inventory_vars(jupyterhub_user_packages=["jsonschema==4.26.0"])
+    reqs = userenv.requirements(v)
+    assert [r for r in reqs if r.startswith("jsonschema")] == ["jsonschema==4.26.0"]
 
 
 def test_users_apt_packages_are_installed():
