@@ -136,19 +136,54 @@ class HubClient:
         return json.loads(r.body)
 
     def start_server(self, username: str, wait: float = 120.0) -> dict:
+        """Start ``username``'s server and return the user's model once it is ready.
+
+        Follows the spawn's progress stream, as the hub's spawn-pending page does in a
+        browser (one long request, not a poll per second: a class logging in at once
+        would otherwise cost the hub more than the spawns themselves).
+        """
         r = self.request(f"hub/api/users/{username}/server", method="POST", json_body={})
         if r.status not in (201, 202, 400):  # 400: already running
             raise HubError(f"starting {username}'s server answered {r.status}: {r.body[:300]}")
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
+        if r.status == 202:
+            self._follow_progress(username, deadline)
+        while True:
             info = self.user(username)
             server = (info.get("servers") or {}).get("", {})
             if server.get("ready"):
                 return info
             if not info.get("pending") and not server:
                 raise HubError(f"{username}'s server stopped while starting (Spawn failed?)")
+            if time.monotonic() > deadline:
+                raise HubError(f"{username}'s server was not ready after {wait:.0f}s")
             time.sleep(1)
-        raise HubError(f"{username}'s server was not ready after {wait:.0f}s")
+
+    def _follow_progress(self, username: str, deadline: float) -> None:
+        """Read the spawn's event stream until it says ready or failed (or ends)."""
+        path = f"hub/api/users/{username}/server/progress"
+        headers = {"Accept": "text/event-stream"}
+        token = self._xsrf()
+        if token:
+            headers["X-XSRFToken"] = token
+        req = urllib.request.Request(self.url(path), headers=headers)
+        try:
+            with self.opener.open(req, timeout=max(1.0, deadline - time.monotonic())) as resp:
+                for raw in resp:
+                    line = raw.decode("utf-8", "replace").strip()
+                    if line.startswith("data:"):
+                        event = json.loads(line[5:])
+                        if event.get("failed"):
+                            raise HubError(f"{username}'s server failed to start: "
+                                           f"{event.get('message', '')}")
+                        if event.get("ready"):
+                            return
+                    if time.monotonic() > deadline:
+                        return
+        except urllib.error.HTTPError:
+            return  # no stream (an older hub): the caller polls
+        except (urllib.error.URLError, OSError) as exc:
+            raise HubError(f"{self.url(path)}: {getattr(exc, 'reason', exc)}") from exc
 
     def stop_server(self, username: str, wait: float = 60.0) -> None:
         self.request(f"hub/api/users/{username}/server", method="DELETE")
