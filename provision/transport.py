@@ -300,7 +300,13 @@ class SSHTransport(Transport):
                     )
                 if not transport.is_active():
                     raise EOFError("connection lost")
-                select.select([chan], [], [], 1.0)
+                # The channel's wake-up pipe can stay readable with nothing left to read
+                # (paramiko ORs stdout's and stderr's events): measured, ten hosts waiting
+                # at once spun ~700 times each. Nothing new after a wake-up: nap 5 ms.
+                if select.select([chan], [], [], 1.0)[0] and not (
+                        chan.recv_ready() or chan.recv_stderr_ready()
+                        or chan.exit_status_ready()):
+                    time.sleep(0.005)
             # Drain what arrived together with the exit status.
             while chan.recv_ready():
                 out += chan.recv(65536)

@@ -7,15 +7,17 @@ the contents of files marked secret nor any password hash: for passwords it retu
 the account's status and whether the stored hash equals the one the inventory wants.
 """
 
-import base64
+import binascii
 import grp
-import hashlib
 import json
 import os
 import pwd
 import stat
-import subprocess
 import sys
+
+# hashlib and subprocess are imported where they are used: this runs at every no-op, on
+# every host, and a request without files or units (users + wheel) needs neither (~8 ms
+# of a ~35 ms run on a lab host).
 
 MAX_CONTENT = 256 * 1024
 
@@ -48,9 +50,11 @@ def file_fact(path, want_content, read=True):
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
+            import hashlib
+
             fact["sha256"] = hashlib.sha256(data).hexdigest()
             if want_content and len(data) <= MAX_CONTENT:
-                fact["content_b64"] = base64.b64encode(data).decode()
+                fact["content_b64"] = binascii.b2a_base64(data, newline=False).decode()
         except OSError as exc:
             fact["error"] = exc.strerror
     return fact
@@ -115,6 +119,8 @@ def shadow_fact(users, compare):
 def systemctl_show(units, props):
     if not units:
         return ""
+    import subprocess
+
     try:
         proc = subprocess.run(["systemctl", "show", "--no-pager", "-p", ",".join(props)]
                               + list(units), capture_output=True, text=True, timeout=30)
