@@ -225,7 +225,7 @@ def test_hub_that_cannot_start_is_detected_in_seconds_with_its_own_error(base, t
     port = next(h.ports["hub"] for h in lab_hosts if h.name == "lab1")
     eve = HubClient(f"http://127.0.0.1:{port}/", timeout=30)
     eve.login("eve", EVE_PW)
-    eve.start_server("eve")  # a user's server runs (and logs) inside the hub's unit
+    eve.start_server("eve")  # its own unit (SystemdSpawner); with the local spawner, the hub's
     before = sh("lab1", "cat /etc/jupyterhub/jupyterhub_config.py")
     inv = make_inventory(tmp_path / "inv", {
         "jupyterhub_extra_config": "c.JupyterHub.db_url = "
