@@ -297,9 +297,15 @@ def collector_source() -> str:
     return resources.files("provision.remote").joinpath("collect.py").read_text()
 
 
+def collector_program(request: FactRequest) -> str:
+    """The collector with its request appended as a Python literal (repr of plain data:
+    str, int, bool, None, lists, dicts), so it needs no json module to read it."""
+    return collector_source() + f"\nmain({json.loads(request.to_json())!r})\n"
+
+
 def gather(transport: Transport, request: FactRequest) -> Facts:
     """Read everything ``request`` names from the host in one round trip."""
-    program = collector_source() + f"\nmain(json.loads({request.to_json()!r}))\n"
+    program = collector_program(request)
     # -I -S: no site packages or environment: a third of the start-up time, and nothing
     # on the host (PYTHONPATH, sitecustomize) can change what the collector runs.
     result = transport.run(COLLECTOR_ARGV, stdin=program.encode(), check=False,

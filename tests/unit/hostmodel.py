@@ -454,10 +454,10 @@ class Shell:
 def request_from_program(program: bytes) -> dict[str, Any]:
     """The request ``provision.facts.gather`` appends to the collector as its last line."""
     last = program.decode().rstrip("\n").rsplit("\n", 1)[-1]
-    head, tail = "main(json.loads(", "))"
+    head, tail = "main(", ")"
     if not (last.startswith(head) and last.endswith(tail)):
         raise ValueError(f"not a collector program: last line {last[:80]!r}")
-    return json.loads(ast.literal_eval(last[len(head):-len(tail)]))
+    return ast.literal_eval(last[len(head):-len(tail)])
 
 
 # ---------------------------------------------------------------------- inventories

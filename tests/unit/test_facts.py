@@ -20,6 +20,7 @@ from provision.errors import ProvisionError
 from provision.facts import (
     COLLECTOR_ARGV,
     FactRequest,
+    collector_program,
     collector_source,
     gather,
     normalize_dist,
@@ -263,7 +264,7 @@ def local_collection(tmp_path_factory):
         shadow=set(users),
         password={users[0]: wanted_hash},
     )
-    program = collector_source() + f"\nmain(json.loads({req.to_json()!r}))\n"
+    program = collector_program(req)
     transport = LocalTransport("here")
     result = transport.run(COLLECTOR_ARGV, stdin=program.encode(), check=True)
     return {"dir": d, "out": result.out, "raw": json.loads(result.out),
@@ -386,3 +387,15 @@ def test_gather_rejects_output_that_is_not_json():
     with pytest.raises(ProvisionError) as err:
         gather(t, FactRequest())
     assert "not JSON" in str(err.value)
+
+
+def test_collector_writes_json_as_the_json_module_does_with_or_without_its_c_encoder():
+    ns: dict = {}
+    exec(compile(collector_source(), "collect.py", "exec"), ns)  # noqa: S102 - our own file
+    sample = {"files": {"/a b": {"exists": True, "mode": "0644", "size": 3, "uid": 0}},
+              "text": "ünïcode \u2028 \"quoted\" \\ \n\t\x00", "none": None, "list": [1, "x"],
+              "flag": False}
+    assert ns["dumps"](sample) == json.dumps(sample)
+    assert json.loads(ns["dumps"](sample)) == sample
+    with pytest.raises(TypeError):
+        ns["dumps"]({"x": object()})
