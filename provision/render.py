@@ -8,6 +8,7 @@ names the template file and line.
 from __future__ import annotations
 
 import math
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,27 @@ def systemd_escape_env(value: str) -> str:
     return systemd_escape_arg(value).replace("$$", "$")
 
 
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Compiled templates kept between runs (~3 ms a template, at every no-op) in the
+    user's own cache directory (0700; jinja2 keys each entry by the template's source
+    checksum, so an edited template is compiled again). None if it cannot be made."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    path = os.path.join(base, "jhprovision", "jinja2")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.stat(path)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            return None  # not ours alone: never load compiled code from it
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(path)
+
+
 @cache
 def environment(root: str = str(TEMPLATES)) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(root),
+        bytecode_cache=_bytecode_cache(),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
