@@ -332,3 +332,18 @@ def test_config_with_service_tokens_declares_the_services_and_their_roles(monkey
     assert got["services"] == [{"name": "jhprovision", "api_token": "t0ken"}, CULLER]
     assert got["load_roles"] == [{"name": "jhprovision", "scopes": ["admin:users",
                                   "admin:servers"], "services": ["jhprovision"]}, CULLER_ROLE]
+
+
+def test_compiled_templates_are_cached_only_in_a_directory_of_the_users_alone(tmp_path,
+                                                                              monkeypatch):
+    import os
+
+    from provision import render as render_module
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache = render_module._bytecode_cache()
+    assert cache is not None
+    path = tmp_path / "jhprovision" / "jinja2"
+    assert path.stat().st_mode & 0o777 == 0o700
+    os.chmod(path, 0o770)  # someone else may write there: no compiled code is loaded
+    assert render_module._bytecode_cache() is None
