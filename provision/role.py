@@ -17,8 +17,9 @@ exposing:
   handlers need not be listed);
 - ``USER_FIELDS`` (optional): ``{field: check}`` fields this role adds to each entry of
   ``users`` (``check(value) -> problem or None``; the problem never quotes the value);
-- ``hub(v) -> HubContribution`` (optional): hub services, RBAC roles, config lines and
-  packages the jupyterhub role renders into the hub's config and virtualenv;
+- ``hub(v) -> HubContribution`` (optional): hub services, RBAC roles, config lines,
+  users' servers' environment and packages the jupyterhub role renders into the hub's
+  config and virtualenv;
 - ``check(v) -> list[tuple[str, str]]`` (optional): (key, problem) pairs between
   variables, found before connecting.
 
