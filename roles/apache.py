@@ -84,7 +84,7 @@ VARIABLES = [
         "/etc/apache2/tls/jupyterhub.key, never shown in diffs or reports.", nullable=True),
     Var("apache_tls_selfsigned_days", 3650, "int", "Validity of the self-signed certificate; "
         "it is made again when fewer than 30 days are left or the server name changed."),
-    Var("apache_ready_timeout", 60, "int", "Seconds the hub may take to answer through "
+    Var("apache_ready_timeout", 60, "timeout", "Seconds the hub may take to answer through "
         "Apache after a reload (an apache2 unit that fails is a failure at once)."),
 ]
 

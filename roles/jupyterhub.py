@@ -92,8 +92,9 @@ VARIABLES = [
     Var("jupyterhub_notebook_dir", None, "notebook_dir", "Users' root directory "
         "(c.Spawner.notebook_dir), e.g. '~/notebooks'; a '~/' path is created in each "
         "user's home.", nullable=True),
-    Var("jupyterhub_start_timeout", 60, "int", "Seconds a user's server may take to start."),
-    Var("jupyterhub_ready_timeout", 90, "int", "Seconds the hub may take to answer /hub/api "
+    Var("jupyterhub_start_timeout", 60, "timeout", "Seconds a user's server may take to "
+        "start."),
+    Var("jupyterhub_ready_timeout", 90, "timeout", "Seconds the hub may take to answer /hub/api "
         "after a restart while its unit runs; a hub whose unit fails, exits or is restarted "
         "by systemd is a failure at once (and its config is rolled back)."),
     Var("jupyterhub_admin_users", [], "list[username]", "Extra JupyterHub admins by name "

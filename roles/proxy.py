@@ -52,7 +52,7 @@ VARIABLES = [
     Var("proxy_api_port", 8001, "port", "Port of the proxy's REST API."),
     Var("proxy_log_level", "info", "str", "Proxy log level.",
         choices=("debug", "info", "warn", "error")),
-    Var("proxy_ready_timeout", 30, "int", "Seconds the proxy's API may take to answer after "
+    Var("proxy_ready_timeout", 30, "timeout", "Seconds the proxy's API may take to answer after "
         "a restart while its unit runs (a unit that fails is a failure at once)."),
 ]
 

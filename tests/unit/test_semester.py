@@ -152,3 +152,10 @@ def test_bad_shared_settings_are_refused(overrides, want):
 def test_shared_is_off_by_default():
     v = inventory_vars()
     assert not shared.enabled(v) and shared.facts(v).files == set()
+
+
+@pytest.mark.parametrize("key", ["jupyterhub_start_timeout", "jupyterhub_ready_timeout",
+                                 "proxy_ready_timeout", "apache_ready_timeout"])
+@pytest.mark.parametrize("value", [0, -5])
+def test_a_timeout_must_be_positive(key, value):
+    assert f"(default): {key}: {value} must be a positive number" in problems(**{key: value})
