@@ -96,14 +96,14 @@ def test_unreachable_host_does_not_stop_the_others(base, tmp_path):
 
 def test_failing_step_isolated_and_retry_failed(base, tmp_path):
     inv = make_inventory(tmp_path / "inv", host_vars={
-        "lab2": {"jupyterhub_extra_packages": ["jhprov-no-such-package-xyz==1.0"]}})
+        "lab2": {"jupyterhub_user_packages": ["jhprov-no-such-package-xyz==1.0"]}})
     (inv / "group_vars" / "all" / "users.yml").write_text(
         (base / "group_vars" / "all" / "users.yml").read_text())
     proc, report = provision_json(inv, HOSTS, tmp_path, check=False)
     assert proc.returncode == 1
     lab2 = report["hosts"]["lab2"]
     failed = [s for s in lab2["steps"] if s["status"] == "failed"]
-    assert [s["name"] for s in failed] == ["jupyterhub packages"]
+    assert [s["name"] for s in failed] == ["users' packages"]
     assert "jhprov-no-such-package-xyz" in failed[0]["error"]["stderr"]
     assert "pip install" in failed[0]["error"]["command"]
     assert report["hosts"]["lab1"]["failed"] == 0
@@ -129,7 +129,7 @@ def _wait_for(host: str, pattern: str, limit: float = 120) -> None:
 
 def _slow_inventory(base, tmp_path, extra: dict | None = None):
     inv = make_inventory(tmp_path / "inv", host_vars={
-        "lab2": {"jupyterhub_extra_packages": ["pandas==2.3.3"], **(extra or {})}})
+        "lab2": {"jupyterhub_user_packages": ["pandas==2.3.3"], **(extra or {})}})
     (inv / "group_vars" / "all" / "users.yml").write_text(
         (base / "group_vars" / "all" / "users.yml").read_text())
     return inv
@@ -137,7 +137,8 @@ def _slow_inventory(base, tmp_path, extra: dict | None = None):
 
 def _start(inv, tmp_path, hosts=HOSTS):
     # Make sure the slow step has work to do, whatever an earlier test left installed.
-    sh("lab2", "/opt/jupyterhub/bin/pip uninstall --yes --quiet pandas polars 2>/dev/null; true")
+    sh("lab2", "/opt/jupyterhub-user/bin/pip uninstall --yes --quiet pandas polars "
+               "2>/dev/null; true")
     report = tmp_path / "run.json"
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "provision", "--hosts", hosts,
                              "--inventory", str(inv), "--json", str(report)], cwd=REPO,
@@ -168,7 +169,7 @@ def test_host_dropping_mid_run_is_reported_while_others_finish(base, tmp_path):
 
 def test_ctrl_c_mid_apply_leaves_old_or_new_and_next_run_converges(base, tmp_path):
     inv = _slow_inventory(base, tmp_path, {"jupyterhub_start_timeout": 90,
-                                           "jupyterhub_extra_packages": ["polars==1.35.2"]})
+                                           "jupyterhub_user_packages": ["polars==1.35.2"]})
     hub_pid = sh("lab2", "systemctl show -p MainPID --value jupyterhub").strip()
     proc, _ = _start(inv, tmp_path, "lab2")
     _wait_for("lab2", "pip install")
