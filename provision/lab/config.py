@@ -48,7 +48,9 @@ CGROUP_PARENT = "jhprovision-lab"
 # The base image: a plain Debian server. What JupyterHub needs (python3-venv, nodejs, ...)
 # is deliberately absent: installing it is the provisioner's job, and the lab must show
 # whether the provisioner does it.
-SUITE = "bookworm"
+SUITE = "bookworm"  # the default suite of new hosts (Debian 12)
+# Suites a host can boot (`lab.up --suite`), each from a cached base of its own.
+SUITES: tuple[str, ...] = ("bookworm", "trixie")
 PACKAGES: tuple[str, ...] = (
     "systemd",
     "systemd-sysv",

@@ -57,6 +57,7 @@ class HostState:
     base: str
     nspawn: Proc | None = None
     slirp: Proc | None = None
+    suite: str = config.SUITE  # Debian suite of its base (older state files: the default)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -205,7 +206,7 @@ def _clear_remnants(name: str) -> None:
         cgroup_remove(directory)
 
 
-def boot(name: str, base: Path, authorized_key: str) -> HostState:
+def boot(name: str, base: Path, authorized_key: str, suite: str = config.SUITE) -> HostState:
     """Start host `name` over the base tree `base`; returns once systemd is starting.
 
     Waiting for the boot to finish is the caller's job, so hosts boot in parallel. On
@@ -214,7 +215,7 @@ def boot(name: str, base: Path, authorized_key: str) -> HostState:
     directory = host_dir(name)
     if directory.exists():
         raise LabError(f"{directory} exists already; run `invoke lab.down` first")
-    state = HostState(name=name, base=str(base))
+    state = HostState(name=name, base=str(base), suite=suite)
     try:
         for sub in ("upper", "work", "merged"):
             (directory / sub).mkdir(parents=True)

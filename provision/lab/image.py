@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -86,25 +87,37 @@ def mirror() -> str:
     return config.DEFAULT_MIRROR
 
 
-def current_key() -> str:
-    """Cache key of the image this machine would build now."""
+def check_suite(suite: str) -> str:
+    if suite not in config.SUITES:
+        raise LabError(f"--suite {suite!r}: the lab boots {', '.join(config.SUITES)}")
+    return suite
+
+
+def sources_for(text: str, suite: str) -> str:
+    """This machine's apt sources (its mirror, its snapshot) for a host of `suite`:
+    bookworm, bookworm-updates and bookworm-security become the suite's own."""
+    return re.sub(rf"\b{re.escape(config.SUITE)}\b", suite, text)
+
+
+def current_key(suite: str = config.SUITE) -> str:
+    """Cache key of the image of `suite` this machine would build now."""
     digests = {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in host_files()}
-    return render.cache_key(config.PACKAGES, config.SUITE, mirror(), config.SETUP_VERSION, digests)
+    return render.cache_key(config.PACKAGES, suite, mirror(), config.SETUP_VERSION, digests)
 
 
 def tarball_path(key: str) -> Path:
     return config.CACHE_DIR / f"base-{key}.tar.zst"
 
 
-def ensure_base() -> Path:
-    """Return the unpacked base tree, unpacking or building it first if needed."""
-    key = current_key()
+def ensure_base(suite: str = config.SUITE) -> Path:
+    """Return the unpacked base tree of `suite`, unpacking or building it first if needed."""
+    key = current_key(check_suite(suite))
     tree = config.BASE_DIR / key
     if tree.is_dir():
         return tree
     tarball = tarball_path(key)
     if not tarball.is_file():
-        build(key, tarball)  # leaves the built tree in place, too
+        build(key, tarball, suite)  # leaves the built tree in place, too
         return tree
     log.info("unpacking base image %s", tarball)
     tmp = config.BASE_DIR / f".unpack-{key}"
@@ -116,18 +129,19 @@ def ensure_base() -> Path:
     return tree
 
 
-def build(key: str, tarball: Path) -> None:
-    """debootstrap + configure a tree, then store it as `tarball` (atomically)."""
+def build(key: str, tarball: Path, suite: str = config.SUITE) -> None:
+    """debootstrap `suite` + configure a tree, then store it as `tarball` (atomically)."""
     tmp = config.BASE_DIR / f".build-{key}"
     _remove_tree(tmp)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    log.info("building the base image with debootstrap (once per machine, about 1-2 min)")
+    log.info("building the %s base image with debootstrap (once per machine, about 1-2 min)",
+             suite)
     try:
         run(
             [
                 "debootstrap", "--variant=minbase", f"--include={','.join(config.PACKAGES)}",
-                config.SUITE, tmp, mirror(),
+                suite, tmp, mirror(),
             ],
             timeout=1800,
         )  # fmt: skip
@@ -135,7 +149,7 @@ def build(key: str, tarball: Path) -> None:
         detail = _tail(tmp / "debootstrap" / "debootstrap.log")
         raise LabError(f"{err}\n--- debootstrap.log (end) ---\n{detail}") from err
     log.info("debootstrap took %.0fs", time.monotonic() - started)
-    configure_tree(tmp)
+    configure_tree(tmp, suite)
     config.CACHE_DIR.mkdir(parents=True, exist_ok=True)
     partial = tarball.with_name(tarball.name + ".partial")
     run(["tar", *_TAR_OPTS, "--zstd", "-C", tmp, "-cf", partial, "."], timeout=600)
@@ -143,7 +157,7 @@ def build(key: str, tarball: Path) -> None:
     # The built tree is exactly what the tarball holds: use it instead of unpacking.
     os.rename(tmp, config.BASE_DIR / key)
     log.info("base image %s ready in %.0fs", key, time.monotonic() - started)
-    prune(keep=key)
+    prune(keep={current_key(s) for s in config.SUITES})
 
 
 # Tarballs kept besides the current one, so switching between branches whose images
@@ -151,16 +165,18 @@ def build(key: str, tarball: Path) -> None:
 KEEP_OLD_TARBALLS = 2
 
 
-def prune(keep: str) -> None:
-    """Remove base trees no overlay uses any more, and all but the newest old tarballs."""
+def prune(keep: set[str]) -> None:
+    """Remove base trees no overlay uses any more, and all but the newest old tarballs;
+    the current tree and tarball of every suite in `keep` stay."""
     mountinfo = Path("/proc/self/mountinfo").read_text()
     for tree in config.BASE_DIR.iterdir():
-        if tree.name != keep and not tree.name.startswith(".") and tree.is_dir():
+        if tree.name not in keep and not tree.name.startswith(".") and tree.is_dir():
             if f"lowerdir={tree}," not in mountinfo and f"lowerdir={tree} " not in mountinfo:
                 log.info("removing unused base tree %s", tree)
                 _remove_tree(tree)
     old = sorted(
-        (p for p in config.CACHE_DIR.glob("base-*.tar.zst") if p != tarball_path(keep)),
+        (p for p in config.CACHE_DIR.glob("base-*.tar.zst")
+         if p not in {tarball_path(k) for k in keep}),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )
@@ -169,7 +185,7 @@ def prune(keep: str) -> None:
         tarball.unlink()
 
 
-def configure_tree(tree: Path) -> None:
+def configure_tree(tree: Path, suite: str = config.SUITE) -> None:
     """Turn a fresh debootstrap tree into the lab's base (once, shared by all hosts).
 
     Per-host identity (hostname, machine-id, host key, authorized_keys) is not here: it
@@ -181,6 +197,8 @@ def configure_tree(tree: Path) -> None:
     if config.HOST_SOURCES.is_file():
         (etc / "apt" / "sources.list").unlink(missing_ok=True)
         _copy_in(tree, config.HOST_SOURCES)
+        target = tree / config.HOST_SOURCES.relative_to("/")
+        target.write_text(sources_for(target.read_text(), suite))
         for keyring in signed_by_keyrings(config.HOST_SOURCES.read_text()):
             _copy_in(tree, keyring)
     for conf in config.HOST_APT_CONF:

@@ -35,6 +35,7 @@ class LabHost:
     ports: dict[str, int]
     state: str
     pid: int | None
+    suite: str = config.SUITE
 
     @property
     def hub_url(self) -> str:
@@ -54,7 +55,8 @@ def _describe(name: str) -> LabHost:
     ports = render.ports_for(render.host_index(name))
     nspawn = state.nspawn if state else None
     pid = nspawn.pid if nspawn is not None and alive(nspawn) else None
-    return LabHost(name, ports["ssh"], ports, host.process_state(state), pid)
+    return LabHost(name, ports["ssh"], ports, host.process_state(state), pid,
+                   state.suite if state else config.SUITE)
 
 
 def status() -> list[LabHost]:
@@ -62,9 +64,11 @@ def status() -> list[LabHost]:
     return [_describe(name) for name in host.known_names()]
 
 
-def up(count: int = 0, *, names: Sequence[str] = ()) -> list[LabHost]:
+def up(count: int = 0, *, names: Sequence[str] = (), suite: str = config.SUITE
+       ) -> list[LabHost]:
     """Boot lab1..lab`count` (those not already running) and wait until all are up; with
-    `names` (e.g. ["lab3"]), exactly those hosts.
+    `names` (e.g. ["lab3"]), exactly those hosts. Hosts booted now run Debian `suite`
+    (bookworm or trixie, each from a cached base of its own); running hosts keep theirs.
 
     Example: `up(2)` returns the two LabHost entries once `systemctl is-system-running
     --wait` says `running` on both over SSH. Hosts already running are left alone (a
@@ -77,12 +81,13 @@ def up(count: int = 0, *, names: Sequence[str] = ()) -> list[LabHost]:
         raise LabError(f"--count must be between 1 and {config.MAX_HOSTS}, not {count}")
     else:
         names = [render.host_name(index) for index in range(1, count + 1)]
+    image.check_suite(suite)
     require_root()
     require_commands(config.REQUIRED_COMMANDS)
     with _locked(config.LOCK_FILE):
         ssh.keygen(config.KEY_FILE, "jhprovision-lab")
         with _locked(config.CACHE_DIR / "lock"):
-            base = image.ensure_base()
+            base = image.ensure_base(suite)
         authorized_key = config.KEY_FILE.with_name(config.KEY_FILE.name + ".pub").read_text()
         existing = {n for n in names if host.process_state(host.load_state(n)) == host.RUNNING}
         to_boot = [n for n in names if n not in existing]
@@ -93,10 +98,11 @@ def up(count: int = 0, *, names: Sequence[str] = ()) -> list[LabHost]:
             host.check_free(name)
         try:
             for name in to_boot:
-                host.boot(name, base, authorized_key)
+                host.boot(name, base, authorized_key, suite)
                 log.info(
-                    "%s: booting (ssh port %d)",
+                    "%s: booting %s (ssh port %d)",
                     name,
+                    suite,
                     render.ports_for(render.host_index(name))["ssh"],
                 )
         finally:

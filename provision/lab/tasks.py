@@ -29,9 +29,9 @@ def _log_to_stderr() -> None:
 
 
 def _table(hosts: list[lab.LabHost], systemd: dict[str, str] | None = None) -> str:
-    header = ["HOST", "SSH", "STATE", "SYSTEMD", "PID", "HUB URL"]
+    header = ["HOST", "SUITE", "SSH", "STATE", "SYSTEMD", "PID", "HUB URL"]
     rows = [
-        [h.name, str(h.ssh_port), h.state, (systemd or {}).get(h.name, "-"),
+        [h.name, h.suite, str(h.ssh_port), h.state, (systemd or {}).get(h.name, "-"),
          str(h.pid or "-"), h.hub_url]
         for h in hosts
     ]  # fmt: skip
@@ -42,24 +42,29 @@ def _table(hosts: list[lab.LabHost], systemd: dict[str, str] | None = None) -> s
     )
 
 
-@task(help={"count": "number of hosts: lab1..labN (default 1)"})
-def up(c: Context, count: str | None = None) -> None:
-    """Boot lab hosts lab1..labN (Debian 12, systemd, sshd) and wait until they run.
+@task(help={"count": "number of hosts: lab1..labN (default 1)",
+            "suite": "Debian suite of the hosts booted now: bookworm (12, default) or trixie "
+                     "(13)"})
+def up(c: Context, count: str | None = None, suite: str = config.SUITE) -> None:
+    """Boot lab hosts lab1..labN (Debian 12 or 13, systemd, sshd) and wait until they run.
 
-    Hosts already running are left alone. The first run on a machine builds the base
-    image with debootstrap (about 1-2 minutes; cached in /var/cache/jhprovision-lab).
-    Writes inventory/lab.yml and .lab/known_hosts. Needs root.
+    Hosts already running are left alone (and keep their suite). The first run on a
+    machine builds the suite's base image with debootstrap (about 1-2 minutes; cached in
+    /var/cache/jhprovision-lab). Writes inventory/lab.yml and .lab/known_hosts. Needs root.
 
-    Example: invoke lab.up --count 2
+    Example: invoke lab.up --count 2; invoke lab.up --count 4 --suite trixie
     """
     try:
         n = int(count or 1)
     except ValueError:
         raise Exit(f"error: --count: {count!r} is not a whole number", code=2) from None
+    if suite not in config.SUITES:
+        raise Exit(f"error: --suite: {suite!r} is not one of {', '.join(config.SUITES)}",
+                   code=2)
     _log_to_stderr()
     started = time.monotonic()
     try:
-        hosts = lab.up(n)
+        hosts = lab.up(n, suite=suite)
     except lab.LabError as err:
         raise Exit(f"lab.up failed: {err}", code=1) from err
     print(_table(hosts, {h.name: "running" for h in hosts}))

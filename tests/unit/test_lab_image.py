@@ -51,3 +51,19 @@ def test_sshd_drop_in_allows_root_by_key_only() -> None:
     assert "PermitRootLogin prohibit-password" in lines
     assert "PasswordAuthentication no" in lines
     assert "HostKey /etc/ssh/ssh_host_ed25519_key" in lines
+
+
+def test_a_trixie_host_gets_this_machines_mirror_with_its_own_suites() -> None:
+    out = image.sources_for(SOURCES, "trixie")
+    assert "Suites: trixie trixie-updates" in out and "Suites: trixie-security" in out
+    assert "bookworm" not in out
+    assert "snapshot.debian.org/archive/debian/20250520T000000Z" in out
+    assert image.sources_for(SOURCES, "bookworm") == SOURCES
+
+
+def test_each_suite_has_a_base_of_its_own_and_unknown_ones_are_refused() -> None:
+    import pytest
+
+    assert image.current_key("bookworm") != image.current_key("trixie")
+    with pytest.raises(image.LabError, match="--suite 'sid': the lab boots bookworm, trixie"):
+        image.check_suite("sid")
