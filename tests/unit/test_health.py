@@ -66,6 +66,7 @@ def server():
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_port}/hub/api", codes
     httpd.shutdown()
+    httpd.server_close()  # its listening socket, too
 
 
 def health(systemd: FakeSystemd, url: str, limit: float = 20, below: int = 400,
