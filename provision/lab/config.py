@@ -43,6 +43,12 @@ PORTS: dict[str, tuple[int, int]] = {
 # Names of the per-host network namespaces (/run/netns/labK) and of the cgroups the lab
 # puts its processes in (under each cgroup hierarchy's root).
 NETNS_DIR = Path("/run/netns")
+# The lab's own network, on which hosts reach each other by name: a bridge in a network
+# namespace of its own (never this machine's interfaces), each host's `eth1` on it
+# through a veth pair, labK at LAN_PREFIX.K/24.
+LAN_NETNS = "jhprovision-lan"
+LAN_BRIDGE = "br0"
+LAN_PREFIX = "10.231.0"
 CGROUP_PARENT = "jhprovision-lab"
 
 # The base image: a plain Debian server. What JupyterHub needs (python3-venv, nodejs, ...)

@@ -32,6 +32,7 @@ from provision.lab.system import (
     launch_detached,
     mount_overlay,
     mounts_under,
+    lan_attach,
     netns_add,
     netns_delete,
     netns_path,
@@ -224,6 +225,8 @@ def boot(name: str, base: Path, authorized_key: str, suite: str = config.SUITE) 
         mount_overlay(base, directory / "upper", directory / "work", directory / "merged")
         _write_identity(name, directory, authorized_key)
         netns_add(name)
+        index = render.host_index(name)
+        lan_attach(name, render.lan_address(index), index)
         state.slirp = slirp.start(name, directory)
         save_state(state)
         slirp.add_forwards(name, directory / "slirp.sock")
@@ -243,9 +246,7 @@ def _write_identity(name: str, directory: Path, authorized_key: str) -> None:
     """Per-host files, written through the overlay so they land in its upper dir."""
     root = directory / "merged"
     (root / "etc" / "hostname").write_text(f"{name}\n")
-    (root / "etc" / "hosts").write_text(
-        f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-    )
+    (root / "etc" / "hosts").write_text(render.hosts_file(name))
     (root / "etc" / "machine-id").write_text(f"{uuid.uuid4().hex}\n")
     for suffix, mode in (("", 0o600), (".pub", 0o644)):
         target = root / "etc" / "ssh" / f"ssh_host_ed25519_key{suffix}"

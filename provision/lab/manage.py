@@ -17,7 +17,14 @@ from pathlib import Path
 
 from provision.lab import config, host, image, render, ssh
 from provision.lab.errors import LabError
-from provision.lab.system import alive, atomic_write, cgroup_dirs, require_commands, require_root
+from provision.lab.system import (
+    alive,
+    atomic_write,
+    cgroup_dirs,
+    lan_remove_if_unused,
+    require_commands,
+    require_root,
+)
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +180,10 @@ def _teardown_all(names: Sequence[str]) -> list[str]:
     for cgroup in cgroup_dirs():
         with contextlib.suppress(OSError):  # only if empty: other hosts may still run
             cgroup.rmdir()
+    try:
+        lan_remove_if_unused()
+    except LabError as err:
+        errors.append(f"the lab's network: {err}")
     return errors
 
 

@@ -23,6 +23,22 @@ _NAME_RE = re.compile(rf"^{config.HOST_PREFIX}([1-9][0-9]*)$")
 _PLAIN_RE = re.compile(r"^[A-Za-z0-9/._+-]+$")
 
 
+def lan_address(index: int) -> str:
+    """labK's address on the lab's network, e.g. `lan_address(2) == "10.231.0.2"`."""
+    check_index(index)
+    return f"{config.LAN_PREFIX}.{index}"
+
+
+def hosts_file(name: str) -> str:
+    """/etc/hosts of host `name`: itself as Debian has it, and every lab host on the lab's
+    network (all 99: a host booted later is known at once, nothing is rewritten)."""
+    lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{name}",
+             "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines += [f"{lan_address(i)}\tlab{i}" for i in range(1, config.MAX_HOSTS + 1)
+              if f"lab{i}" != name]
+    return "\n".join(lines) + "\n"
+
+
 def host_name(index: int) -> str:
     """Name of lab host number `index`, e.g. `host_name(2) == "lab2"`."""
     check_index(index)

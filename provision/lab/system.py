@@ -271,6 +271,38 @@ def netns_delete(name: str) -> None:
         run(["ip", "netns", "delete", name])
 
 
+def lan_attach(name: str, address: str, index: int) -> None:
+    """Put host `name`'s namespace on the lab's network: `eth1` with `address`/24, its
+    veth peer `lanK` on the bridge. The bridge's namespace is made on first use."""
+    lan, bridge = config.LAN_NETNS, config.LAN_BRIDGE
+    if not netns_path(lan).exists():
+        netns_add(lan)
+        run(["ip", "-n", lan, "link", "add", bridge, "type", "bridge"])
+        run(["ip", "-n", lan, "link", "set", bridge, "up"])
+    peer = f"lan{index}"
+    run(["ip", "-n", lan, "link", "add", peer, "type", "veth", "peer", "name", "eth1",
+         "netns", name])
+    run(["ip", "-n", lan, "link", "set", peer, "master", bridge, "up"])
+    run(["ip", "-n", name, "addr", "add", f"{address}/24", "dev", "eth1"])
+    run(["ip", "-n", name, "link", "set", "eth1", "up"])
+
+
+def lan_ports() -> list[str]:
+    """The veth ends on the lab's bridge (one per host attached), [] without the bridge."""
+    if not netns_path(config.LAN_NETNS).exists():
+        return []
+    out = run(["ip", "-n", config.LAN_NETNS, "-o", "link", "show", "master",
+               config.LAN_BRIDGE]).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if line]
+
+
+def lan_remove_if_unused() -> None:
+    """Delete the lab's network once no host is on it (a host's veth pair goes with its
+    namespace)."""
+    if netns_path(config.LAN_NETNS).exists() and not lan_ports():
+        netns_delete(config.LAN_NETNS)
+
+
 # --- cgroups ---------------------------------------------------------------------------
 
 

@@ -103,6 +103,23 @@ def test_egress_to_package_registries(
     assert result.returncode == 0, f"{command}: {result.stderr}{result.stdout}"
 
 
+def test_hosts_reach_each_other_by_name_on_the_labs_own_network(
+    lab_hosts: list[lab.LabHost],
+) -> None:
+    resolved = lab.run_ssh("lab1", "getent hosts lab2").stdout.split()
+    assert resolved == ["10.231.0.2", "lab2"]
+    connect = ("python3 -c \"import socket; "
+               "print(socket.create_connection(('lab2', 22), 5).recv(7).decode())\"")
+    result = lab.run_ssh("lab1", connect)
+    assert result.stdout.strip() == "SSH-2.0", result.stderr
+    assert {"lan1", "lan2"} <= set(system.lan_ports())
+    # The bridge lives in the lab's namespace: this machine's interfaces know nothing of it.
+    import subprocess
+
+    mine = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+    assert "10.231.0." not in mine
+
+
 def test_inventory_file_lists_the_hosts(lab_hosts: list[lab.LabHost]) -> None:
     data = yaml.safe_load(config.INVENTORY_FILE.read_text())
     group = data["all"]["children"]["lab"]
@@ -171,6 +188,7 @@ def test_down_leaves_nothing_behind(lab_hosts: list[lab.LabHost]) -> None:
         assert not (root / config.CGROUP_PARENT / name).exists()
     for port in render.ports_for(index).values():
         assert not system.port_in_use(port)
+    assert f"lan{index}" not in system.lan_ports()  # its veth pair went with its namespace
     # The hosts of the other tests are untouched, and the files forget only `name`.
     assert [h.pid for h in lab.status() if h.name in NAMES] == [h.pid for h in lab_hosts]
     inventory = yaml.safe_load(config.INVENTORY_FILE.read_text())

@@ -156,3 +156,13 @@ def test_cache_key_ignores_package_order_and_duplicates() -> None:
 )
 def test_cache_key_changes_with_its_inputs(change: dict[str, object]) -> None:
     assert _key(**change) != _key()
+
+
+def test_every_host_knows_every_lab_host_on_the_labs_network() -> None:
+    text = render.hosts_file("lab2")
+    lines = text.splitlines()
+    assert lines[:3] == ["127.0.0.1\tlocalhost", "127.0.1.1\tlab2",
+                         "::1\tlocalhost ip6-localhost ip6-loopback"]
+    assert "10.231.0.1\tlab1" in lines and "10.231.0.99\tlab99" in lines
+    assert not any(line.endswith("\tlab2") and line.startswith("10.") for line in lines)
+    assert render.lan_address(7) == "10.231.0.7"
