@@ -93,11 +93,12 @@ def up(count: int = 0, *, names: Sequence[str] = (), suite: str = config.SUITE
     require_commands(config.REQUIRED_COMMANDS)
     with _locked(config.LOCK_FILE):
         ssh.keygen(config.KEY_FILE, "jhprovision-lab")
-        with _locked(config.CACHE_DIR / "lock"):
-            base = image.ensure_base(suite)
-        authorized_key = config.KEY_FILE.with_name(config.KEY_FILE.name + ".pub").read_text()
         existing = {n for n in names if host.process_state(host.load_state(n)) == host.RUNNING}
         to_boot = [n for n in names if n not in existing]
+        if to_boot:  # running hosts need no base (and keep their own suite's)
+            with _locked(config.CACHE_DIR / "lock"):
+                base = image.ensure_base(suite)
+        authorized_key = config.KEY_FILE.with_name(config.KEY_FILE.name + ".pub").read_text()
         for name in to_boot:
             if host.host_dir(name).exists():
                 log.info("%s: not running; removing what is left of it", name)

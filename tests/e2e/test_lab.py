@@ -146,6 +146,9 @@ def test_status_lists_hub_urls(lab_hosts: list[lab.LabHost], tmp_path: Path) -> 
 def test_up_again_leaves_running_hosts_alone(lab_hosts: list[lab.LabHost]) -> None:
     again = lab.up(len(NAMES))
     assert [h.pid for h in again] == [h.pid for h in lab_hosts]
+    # another suite asked for: running hosts keep theirs (it is for hosts booted now)
+    again = lab.up(len(NAMES), suite="trixie")
+    assert [(h.pid, h.suite) for h in again] == [(h.pid, "bookworm") for h in lab_hosts]
 
 
 def test_ssh_task_passes_the_exit_code(lab_hosts: list[lab.LabHost], tmp_path: Path) -> None:
