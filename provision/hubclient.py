@@ -82,13 +82,15 @@ class HubClient:
     def _xsrf(self) -> str | None:
         return next((c.value for c in self.jar if c.name == "_xsrf"), None)
 
+    def _headers(self, accept: str) -> dict[str, str]:
+        """Accept, and the _xsrf token back as a header, as the hub's own pages send it."""
+        token = self._xsrf()
+        return {"Accept": accept, **({"X-XSRFToken": token} if token else {})}
+
     def request(self, path: str, *, method: str = "GET", data: dict | None = None,
                 json_body: dict | None = None, follow: bool = True) -> Response:
         body = None
-        headers = {"Accept": "application/json, text/html"}
-        token = self._xsrf()
-        if token:
-            headers["X-XSRFToken"] = token
+        headers = self._headers("application/json, text/html")
         if data is not None:
             body = urllib.parse.urlencode(data).encode()
             headers["Content-Type"] = "application/x-www-form-urlencoded"
@@ -162,11 +164,7 @@ class HubClient:
     def _follow_progress(self, username: str, deadline: float) -> None:
         """Read the spawn's event stream until it says ready or failed (or ends)."""
         path = f"hub/api/users/{username}/server/progress"
-        headers = {"Accept": "text/event-stream"}
-        token = self._xsrf()
-        if token:
-            headers["X-XSRFToken"] = token
-        req = urllib.request.Request(self.url(path), headers=headers)
+        req = urllib.request.Request(self.url(path), headers=self._headers("text/event-stream"))
         try:
             with self.opener.open(req, timeout=max(1.0, deadline - time.monotonic())) as resp:
                 for raw in resp:

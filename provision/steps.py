@@ -421,7 +421,7 @@ def plan_apt(facts: Facts, packages: dict[str, str | None], *, update: bool = Tr
     return act
 
 
-def _req_name_version(req: str) -> tuple[str, str | None]:
+def req_name_version(req: str) -> tuple[str, str | None]:
     name, _, version = req.partition("==")
     return normalize_dist(name.split("[", 1)[0]), version or None
 
@@ -453,7 +453,7 @@ def plan_pip(facts: Facts, venv: str, requirements: Sequence[str], *,
         lines.append(f"+ virtualenv {venv}")
     want: list[str] = []
     for req in requirements:
-        dist, version = _req_name_version(req)
+        dist, version = req_name_version(req)
         have = v.dists.get(dist) if v.exists else None
         if have is None:
             want.append(req)

@@ -282,8 +282,9 @@ def byte_count(v: str | int) -> int:
     """'768M' -> 805306368 (JupyterHub's ByteSpecification: K, M, G, T are powers of 1024)."""
     if isinstance(v, int):
         return v
-    m = BYTES_RE.fullmatch(v)
-    assert m, v
+    m = BYTES_RE.fullmatch(v) if isinstance(v, str) else None
+    if m is None:
+        raise ValueError(f"not a memory size: {bounded_repr(v)}")
     return int(m.group(1)) * _BYTE_UNITS[m.group(2)]
 
 

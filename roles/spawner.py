@@ -20,7 +20,7 @@ from typing import Any
 
 from provision.role import HubContribution
 from provision.stack import USER_UNIT_TEMPLATE
-from provision.variables import TYPES, Var, byte_count
+from provision.variables import Var, byte_count
 
 NAME = "spawner"
 SUMMARY = ("SystemdSpawner: each user's server in its own systemd unit, with "
@@ -64,7 +64,7 @@ def check(v: dict[str, Any]) -> list[tuple[str, str]]:
             problems.append(("jupyterhub_disable_user_sudo", "needs jupyterhub_spawner: "
                              "systemd"))
     mem = v["jupyterhub_mem_limit"]
-    if mem is not None and not TYPES["bytes"](mem) and byte_count(mem) < MIN_MEM:
+    if mem is not None and byte_count(mem) < MIN_MEM:
         problems.append(("jupyterhub_mem_limit", "must be at least 128M: a server alone needs "
                          "about 100 MB"))
     return problems

@@ -17,7 +17,7 @@ from typing import Any
 
 from provision.facts import FactRequest, Facts
 from provision.stack import stack
-from provision.steps import Action, plan_apt, plan_pip
+from provision.steps import Action, plan_apt, plan_pip, req_name_version
 from provision.variables import Var
 
 NAME = "userenv"
@@ -48,8 +48,8 @@ FAST_START_PINS = ["jsonschema==4.24.1"]
 def requirements(v: dict[str, Any]) -> list[str]:
     # jupyterhub_extra_packages (deprecated) meant "for users' kernels": it lands here.
     own = [*v["jupyterhub_user_packages"], *v["jupyterhub_extra_packages"]]
-    named = {r.partition("==")[0].split("[")[0].lower() for r in own}
-    pins = [p for p in FAST_START_PINS if p.partition("==")[0] not in named]
+    named = {req_name_version(r)[0] for r in own}
+    pins = [p for p in FAST_START_PINS if req_name_version(p)[0] not in named]
     return [f"jupyterhub=={v['jupyterhub_version']}", f"jupyterlab=={v['jupyterlab_version']}",
             f"notebook=={v['notebook_version']}", "ipykernel", *pins, *own]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from provision.hubclient import HubClient, pinned_context
+from provision.steps import req_name_version
 from provision.variables import byte_count
 from roles import apache, jupyterhub, nodejs, proxy, shared, userenv
 from roles._common import active_users, hub_api_url, hub_urls
@@ -56,8 +57,7 @@ def _versions(host, venv: str, names: list[str]) -> dict[str, str | None]:
 
 def _pins(requirements: list[str]) -> dict[str, str | None]:
     """'name==1.0' -> {'name': '1.0'}; 'name' -> {'name': None} (any version)."""
-    return {r.partition("==")[0].split("[")[0]: r.partition("==")[2] or None
-            for r in requirements}
+    return dict(req_name_version(r) for r in requirements)
 
 
 def _check_venv(host, venv: str, requirements: list[str]) -> None:
