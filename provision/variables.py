@@ -36,6 +36,10 @@ SYSTEM_DIRS = frozenset(
     "/etc/apache2 /run/user /var/lib/systemd".split()
 )
 
+# Trees where a user controls the path (a planted symlink on the way): a tool-owned
+# directory is never below them.
+USER_WRITABLE_TREES = ("/home/", "/root/", "/tmp/", "/var/tmp/", "/dev/shm/")
+
 # Accounts that exist on every Debian system or belong to the services this tool installs.
 SYSTEM_ACCOUNTS = frozenset(
     "root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc "
@@ -229,6 +233,9 @@ def _owned_dir(v: Any) -> str | None:
     if norm in SYSTEM_DIRS or norm.startswith("/home/") and norm.count("/") == 2:
         return (f"{bounded_repr(v)} is a system directory: give a directory of its own, "
                 "e.g. '/opt/jupyterhub' or '/var/lib/jupyterhub'")
+    if norm.startswith(USER_WRITABLE_TREES):
+        return ("must not be in a home directory or a world-writable one (/tmp, /var/tmp, "
+                "/dev/shm): root would create and chown it where a user controls the path")
     return None
 
 

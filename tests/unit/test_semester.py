@@ -141,6 +141,12 @@ def test_a_users_own_file_at_the_link_name_is_left_alone_and_a_stale_link_is_fix
     ({"jupyterhub_shared_dir": "/home/alice/data"}, "jupyterhub_shared_dir: must not be in a "
      "home directory"),
     ({"jupyterhub_shared_dir": "/srv"}, "jupyterhub_shared_dir: "),
+    ({"jupyterhub_shared_dir": "/tmp/course"}, "jupyterhub_shared_dir: must not be in a "
+     "home directory or a world-writable one"),
+    ({"jupyterhub_user_venv": "/var/tmp/venv"}, "jupyterhub_user_venv: must not be in a "
+     "home directory or a world-writable one"),
+    ({"jupyterhub_state_dir": "/home/alice/hub"}, "jupyterhub_state_dir: must not be in a "
+     "home directory"),
     ({"jupyterhub_shared_dir": "/srv/data", "jupyterhub_shared_link": "../x"},
      "jupyterhub_shared_link: must be a plain file name"),
 ])
