@@ -132,7 +132,7 @@ class HubContribution:
                if not _TRAIT_RE.fullmatch(key)]
         out += [f"service name {s.name!r}" for s in self.services if not _NAME_RE.fullmatch(s.name)]
         out += [f"server_env {k!r}" for k in self.server_env
-                if not re.fullmatch(r"[A-Z][A-Z0-9_]*", k) or k == "PATH"]
+                if not re.fullmatch(r"[A-Z][A-Z0-9_]*", k)]
         out += [f"service {s.name}: token_env {s.token_env!r}" for s in self.services
                 if s.token_env and not re.fullmatch(r"[A-Z][A-Z0-9_]*", s.token_env)]
         return out

@@ -158,7 +158,6 @@ class Stack:
     """One host's shared stack values (see the module's docstring)."""
 
     hub_venv: str
-    user_venv: str
     hub_config_dir: str
     hub_config: str
     hub_state_dir: str
@@ -232,8 +231,7 @@ def user_unit(name: str) -> str:
     return USER_UNIT_TEMPLATE.replace("{USERNAME}", name) + ".service"
 
 
-STACK_KEYS = ("jupyterhub_state_dir", "jupyterhub_venv", "jupyterhub_user_venv",
-              "jupyterhub_config_dir",
+STACK_KEYS = ("jupyterhub_state_dir", "jupyterhub_venv", "jupyterhub_config_dir",
               "jupyterhub_bind_url", "jupyterhub_ip", "jupyterhub_port", "jupyterhub_base_url",
               "jupyterhub_hub_ip", "jupyterhub_hub_port", "apache_enabled", "proxy_api_ip",
               "proxy_api_port", "proxy_prefix", "nodejs_source", "nodejs_prefix",
@@ -251,7 +249,6 @@ def _stack(values: tuple[Any, ...]) -> Stack:
     state = v["jupyterhub_state_dir"]
     return Stack(
         hub_venv=v["jupyterhub_venv"],
-        user_venv=v["jupyterhub_user_venv"],
         hub_config_dir=v["jupyterhub_config_dir"],
         hub_config=f"{v['jupyterhub_config_dir']}/jupyterhub_config.py",
         hub_state_dir=state,

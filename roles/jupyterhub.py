@@ -1,7 +1,7 @@
 """jupyterhub: the hub in its own virtualenv, its config from a template, its unit.
 
-The virtualenv pins jupyterhub, jupyterlab and notebook, so the single-user server is
-always there ("Spawn failed" cannot come from a missing package). The config is rendered
+The virtualenv holds the hub's own packages (jupyterhub and what other roles contribute);
+users' servers come from the userenv role's virtualenv. The config is rendered
 with every inventory value as a Python literal, compiled locally and checked on the host
 with the hub's own config loader before it replaces the old one; the old one is kept as
 ``.prev``. The hub is restarted only when its config, unit, environment or packages
@@ -208,8 +208,6 @@ def render_config(v: dict[str, Any]) -> str:
         proxy_api_url=st.proxy_api_url,
         cookie_secret_file=st.hub_cookie_secret,
         db_url=st.hub_db_url,
-        singleuser_cmd=f"{st.user_venv}/bin/jupyterhub-singleuser",
-        user_path=f"{st.user_venv}/bin:/usr/local/bin:/usr/bin:/bin",
         allowed_groups={v["users_hub_group"], *v["jupyterhub_allowed_groups"]},
         admin_groups=set(admin_groups),
         jupyterhub_admin_users=set(v["jupyterhub_admin_users"]),

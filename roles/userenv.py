@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from provision.facts import FactRequest, Facts
-from provision.stack import stack
+from provision.role import HubContribution
 from provision.steps import Action, plan_apt, plan_pip, req_name_version
 from provision.variables import Var
 
@@ -56,7 +56,7 @@ def requirements(v: dict[str, Any]) -> list[str]:
 
 def facts(v: dict[str, Any]) -> FactRequest:
     return FactRequest(dpkg={"python3-venv", *v["jupyterhub_user_apt_packages"]},
-                       venvs={stack(v).user_venv})
+                       venvs={v["jupyterhub_user_venv"]})
 
 
 def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
@@ -66,6 +66,15 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
         act.name = "users' apt packages"
         actions.append(act)
     # No notify: servers import from it as it grows; nothing needs a restart.
-    actions.append(plan_pip(facts, stack(v).user_venv, requirements(v),
+    actions.append(plan_pip(facts, v["jupyterhub_user_venv"], requirements(v),
                             name="users' packages"))
     return actions
+
+
+def hub(v: dict[str, Any]) -> HubContribution:
+    """Users' servers start from this venv, which is also first on their PATH: `python`
+    and `pip` in a terminal are the kernels' own."""
+    venv = v["jupyterhub_user_venv"]
+    return HubContribution(
+        config=[("Spawner.cmd", [f"{venv}/bin/jupyterhub-singleuser"])],
+        server_env={"PATH": f"{venv}/bin:/usr/local/bin:/usr/bin:/bin"})
