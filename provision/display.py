@@ -10,6 +10,7 @@ from typing import TextIO
 from .report import HostReport, RunReport, StepResult
 
 COLORS = {"ok": "32", "changed": "33", "failed": "31", "unreachable": "31", "skipped": "36",
+          "note": "36",
           "diff+": "32", "diff-": "31", "dim": "2"}
 
 
@@ -101,4 +102,6 @@ class Display:
         line = f"  {name:<{self.width}}  " + "  ".join(counts) + f"  ({h.duration:.1f}s)"
         if h.error:
             line += f"\n      {h.error.splitlines()[0]}"
+        for note in h.notes:
+            line += f"\n      note: {note}"
         return line

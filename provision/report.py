@@ -28,6 +28,8 @@ class HostReport:
     round_trips: int = 0
     duration: float = 0.0
     handlers: list[str] = field(default_factory=list)
+    #: what a step or handler wants the sysadmin to know (the host is not failed by it)
+    notes: list[str] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.steps if s.status == status)
@@ -56,6 +58,7 @@ class HostReport:
             "round_trips": self.round_trips,
             "duration": round(self.duration, 3),
             "handlers": self.handlers,
+            "notes": self.notes,
             "steps": [asdict(s) for s in self.steps],
         }
 

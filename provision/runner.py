@@ -82,10 +82,19 @@ class HostRun:
     def log(self, text: str) -> None:
         self.display.host_line(self.host.name, "info", text)
 
+    def note(self, text: str) -> None:
+        """Tell the sysadmin something about this host (shown now and in the recap, kept
+        in the JSON report); the host is not failed by it."""
+        if text not in self.report.notes:
+            self.report.notes.append(text)
+            self.display.host_line(self.host.name, "note", text)
+
     # ------------------------------------------------------------------ actions
     def apply(self, role: str, action: Action) -> StepResult:
         result = StepResult(role, action.name, "changed" if action.changed else "ok",
                             diff=action.diff)
+        if action.note:
+            self.note(action.note)
         if not action.changed:
             return result
         result.commands = [op.shown() for op in action.ops]

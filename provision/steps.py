@@ -74,6 +74,9 @@ class Action:
     diff: str = ""
     notify: tuple[str, ...] = ()
     long: bool = False  # may take minutes: show progress while it runs
+    #: something the sysadmin should know whether or not the step changes anything (e.g.
+    #: "no certificate from the CA yet"): shown under the host and kept in the report
+    note: str = ""
 
     @property
     def changed(self) -> bool:
