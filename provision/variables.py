@@ -310,6 +310,59 @@ def _cpus(v: Any) -> str | None:
     return None
 
 
+# An https:// URL that lands in an Apache directive (MDCertificateAuthority) unquoted: a
+# host name or IP, an optional port, a path of URL-safe characters; no query, no fragment.
+# ('$' and quotes excluded: Apache reads ${NAME} and quoted words in its directives.)
+URL_PATH_RE = re.compile(r"(/[A-Za-z0-9._~!&()*+,;=:@%-]*)*")
+
+
+def check_https_url(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return f"must be a string, not {type(v).__name__}"
+    if has_control(v) or any(c.isspace() or c in "\"<>\\" for c in v):
+        return f"{bounded_repr(v)} is not a URL: no spaces, quotes, '<', '>' or '\\'"
+    try:
+        parts = urlsplit(v)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return f"{bounded_repr(v)} is not a URL"
+    if parts.scheme != "https":
+        return f"{bounded_repr(v)} is not an https:// URL"
+    host = parts.hostname or ""
+    if parts.username or parts.password:
+        return f"{bounded_repr(v)} is not a URL for this: no user or password in it"
+    if not (_is_ip(host) or HOSTNAME_RE.fullmatch(host)):
+        return f"{bounded_repr(v)} is not a URL: {host!r} is not an IP or host name"
+    if parts.query or parts.fragment or not URL_PATH_RE.fullmatch(parts.path):
+        return f"{bounded_repr(v)} is not a URL: a path only, no query or fragment"
+    return None
+
+
+# An e-mail address for an Apache directive (MDContactEmail): one local part and a host
+# name, nothing that Apache or a mailto: URL would read as something else.
+EMAIL_RE = re.compile(r"[A-Za-z0-9._+-]{1,64}@")
+
+
+def check_email(v: Any) -> str | None:
+    if isinstance(v, str) and "@" in v:
+        local, _, domain = v.rpartition("@")
+        if EMAIL_RE.fullmatch(local + "@") and HOSTNAME_RE.fullmatch(domain) and "." in domain:
+            return None
+    return f"{bounded_repr(v)} is not an e-mail address (e.g. 'admin@lab.example.org')"
+
+
+# mod_md's MDRenewWindow: a percentage of the certificate's lifetime, or a duration
+# (days without a unit; d, h, mi, s).
+RENEW_WINDOW_RE = re.compile(r"([1-9][0-9]?%)|([1-9][0-9]{0,9}(d|h|mi|s)?)")
+
+
+def _renew_window(v: Any) -> str | None:
+    if not isinstance(v, str) or not RENEW_WINDOW_RE.fullmatch(v):
+        return (f"{bounded_repr(v)} is not a renewal window: a percentage of the "
+                "certificate's lifetime ('33%') or a duration ('30d', '12h')")
+    return None
+
+
 def _dict(v: Any) -> str | None:
     return None if isinstance(v, dict) else f"must be a mapping, not {type(v).__name__}"
 
@@ -335,7 +388,11 @@ TYPES: dict[str, Callable[[Any], str | None]] = {
     "base_url": lambda v: _str(v) or _check_base_url(v),
     "bind_url": lambda v: _str(v) or check_bind_url(v),
     "username": check_username,
+    "https_url": check_https_url,
+    "email": check_email,
+    "renew_window": _renew_window,
     "list[str]": _list_of(_str),
+    "list[host]": _list_of(check_host),
     "list[username]": _list_of(check_username),
     "list[group]": _list_of(_group),
     "list[pkg]": _list_of(_pkg),

@@ -67,6 +67,17 @@ HOSTILE_WORDS = {
     "jupyterhub_hub_connect_ip": ["10.0.0.1\nc.X = 1", "hub host"],
     "jupyterhub_bind_url": ["http://:8000/\nX", "http://:8000/ x", "ftp://:8000/",
                             "http://[fe80::1%x\n]:8000/"],
+    # Apache directives (MDCertificateAuthority, MDContactEmail, MDRenewWindow, ServerAlias)
+    "apache_acme_ca": ["https://ca/dir\n    MDomain evil", "https://ca/dir x", "http://ca/",
+                       "https://ca/${HOME}", "https://ca/\"x", "https://ca/'x", "https://ca/<x>",
+                       "https://u:p@ca/", "https://ca/?q=1", "https://ca/#f", "https://c a/",
+                       "https://ca:99999/", "ca/dir", "file:///etc/shadow"],
+    "apache_acme_email": ["a@b.org\n    MDomain x", "a b@c.org", "a@b.org x", "\"a\"@b.org",
+                          "a@b", "@b.org", "a@-b.org", "a@b.org>"],
+    "apache_acme_renew_window": ["33%\nMDomain x", "33 %", "100%", "0%", "-1d", "30 d",
+                                 "1y", "d", ""],
+    "apache_server_aliases": [["h1\n    Include x"], ["h 1"], ["*.example.org"], "h1",
+                              [["h1"]], ["h1#x"]],
 }
 
 
