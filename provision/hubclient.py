@@ -57,6 +57,18 @@ def pinned_context(pem: str, server_name: str) -> ssl.SSLContext:
     return ctx
 
 
+def trusted_context(server_name: str, cafile: str | None = None) -> ssl.SSLContext:
+    """Trusts the system's CAs, or only those in ``cafile`` (a private CA's roots), and
+    checks ``server_name`` in the certificate."""
+    ctx = NamedContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.server_name = server_name
+    if cafile:
+        ctx.load_verify_locations(cafile=cafile)
+    else:
+        ctx.load_default_certs()
+    return ctx
+
+
 class KernelDied(HubError):
     """The kernel died (or was restarted) while running the code."""
 

@@ -13,7 +13,8 @@ from roles import apache
 from roles._common import hub_urls
 
 pytestmark = pytest.mark.only_if.with_args(apache.enabled)
-tls_on = pytest.mark.only_if.with_args(lambda hv: hv["apache_tls"] != "off")
+tls_on = pytest.mark.only_if.with_args(lambda hv: hv["apache_tls"] not in ("off", "acme"))
+acme_on = pytest.mark.only_if.with_args(lambda hv: hv["apache_tls"] == "acme")
 
 
 def test_apache_running(host):
@@ -90,3 +91,56 @@ def test_certificate(host, hv):
     else:
         with open(hv["apache_tls_cert_file"], "rb") as fh:
             assert pem == fh.read(), f"{s.cert} differs from {hv['apache_tls_cert_file']}"
+
+
+# Run on the host: mod_md's status of the site's managed domain (its md-status handler
+# answers local requests only), and the certificate Apache serves for the site's name.
+MD_PROBE = """import json, socket, ssl, sys, urllib.request
+status_url, name, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+with opener.open(urllib.request.Request(status_url, headers={"Host": name}), timeout=10) as r:
+    md = json.load(r)
+ctx = ssl._create_unverified_context()  # what is served is checked by the caller
+with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+    with ctx.wrap_socket(raw, server_hostname=name) as tls:
+        der = tls.getpeercert(binary_form=True)
+print(json.dumps({"md": md, "served": ssl.DER_cert_to_PEM_cert(der)}))
+"""
+
+
+@acme_on
+def test_acme_certificate(host, hv):
+    """mod_md has a certificate for every name of the site, Apache serves that one, and it
+    is not expired; its renewal window and activation unit are in place."""
+    import datetime
+    import shlex
+
+    from cryptography import x509
+
+    s = apache.site(hv)
+    out = host.run(f"python3 -c {shlex.quote(MD_PROBE)} {s.md_status_url} {s.server_name} "
+                   f"{s.https_port}")
+    assert out.rc == 0, f"cannot read mod_md's status: {out.stderr.strip()[-500:]}"
+    data = json.loads(out.stdout)
+    md, served = data["md"], data["served"].encode()
+    last = (md.get("renewal") or {}).get("last") or {}
+    assert md.get("state") == 2, (
+        f"mod_md has no valid certificate for {', '.join(s.names)}: "
+        f"{md.get('state-descr') or last.get('detail') or md}")
+    assert md.get("renew-window") == hv["apache_acme_renew_window"], (
+        f"mod_md's renewal window is {md.get('renew-window')}, the inventory says "
+        f"{hv['apache_acme_renew_window']} (Apache not reloaded?)")
+    for name in s.names:
+        problem = apache.cert_problem(served, name, renew_before=datetime.timedelta(0))
+        assert problem is None, f"the certificate Apache serves for {name}: {problem}"
+    cert = x509.load_pem_x509_certificate(served)
+    active = {c.get("serial", "").lstrip("0").upper() for c in (md.get("cert") or {}).values()
+              if isinstance(c, dict) and c.get("serial")}
+    assert f"{cert.serial_number:X}" in active, (
+        f"Apache serves certificate {cert.serial_number:X}, mod_md's is {active}: a renewed "
+        "certificate is waiting for a graceful reload")
+    left = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    print(f"certificate for {', '.join(s.names)} from {cert.issuer.rfc4514_string()}, "
+          f"{left.days} days left")
+    assert host.service(f"{apache.ACTIVATE}.path").is_enabled, (
+        f"{apache.ACTIVATE}.path is not enabled: renewed certificates are not activated")

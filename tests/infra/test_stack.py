@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.hubclient import HubClient, pinned_context
+from provision.hubclient import HubClient, pinned_context, trusted_context
 from provision.steps import req_name_version
 from provision.variables import byte_count
 from roles import apache, jupyterhub, nodejs, proxy, shared, userenv
@@ -223,6 +223,8 @@ def hub_client_from_here(host, hv: dict) -> HubClient:
     context = None
     if s.tls == "selfsigned":
         context = pinned_context(host.file(s.cert).content_string, s.server_name)
+    elif s.tls == "acme":  # the usual CAs, or the private CA's root(s) of the inventory
+        context = trusted_context(s.server_name, hv.get("apache_acme_ca_root"))
     return HubClient(f"https://{address}:{ports.get('https') or s.https_port}{base}",
                      timeout=30, context=context)
 

@@ -85,6 +85,17 @@ def converged_apache(v: dict[str, Any]) -> HostState:
     elif s.tls == "files":
         st.add_file(apache.FILES_CRT, Path(v["apache_tls_cert_file"]).read_bytes())
         st.add_file(apache.FILES_KEY, Path(v["apache_tls_key_file"]).read_bytes(), "0600")
+    elif s.tls == "acme":
+        ctx = apache._acme_context()
+        if v.get("apache_acme_ca_root"):
+            st.add_file(apache.ACME_CA_ROOT, Path(v["apache_acme_ca_root"]).read_bytes())
+        st.add_dir(apache.ACME_EVENTS, "0700", "www-data", "root")
+        st.add_file(apache.ACME_HOOK, render("apache/md-event.sh.j2", ctx), "0755")
+        st.add_file(apache.ACTIVATE_SERVICE, render("apache/acme-activate.service.j2", ctx))
+        st.add_file(apache.ACTIVATE_PATH, render("apache/acme-activate.path.j2", ctx))
+        st.units[f"{apache.ACTIVATE}.path"] = dict(RUNNING, SubState="waiting")
+        cert, _ = make_cert(s.server_name, 90)
+        st.add_file(s.md_pubcert, cert, "0600")
     return st
 
 
@@ -115,6 +126,11 @@ SITES: dict[str, dict[str, Any]] = {
     "selfsigned-port-8443": {"jupyterhub_base_url": "/jhub/", "apache_tls": "selfsigned",
                              "apache_https_port": 8443, "apache_server_name": "jh.example.org"},
     "files": {"jupyterhub_base_url": "/jhub/", "apache_tls": "files"},
+    "acme": {"jupyterhub_base_url": "/jhub/", "apache_tls": "acme",
+             "apache_server_name": "lab.example.org"},
+    "acme-aliases-ports": {"apache_tls": "acme", "apache_server_name": "lab.example.org",
+                           "apache_server_aliases": ["jhub.example.org"],
+                           "apache_http_port": 8080, "apache_https_port": 8443},
 }
 
 
@@ -299,7 +315,7 @@ def test_fresh_host_plan_files_never_shows_the_key(tls_files):
 
 
 CONVERGED = ["http-jhub", "http-root", "http-nested-port-8080", "bind-url", "selfsigned-jhub",
-             "selfsigned-port-8443", "files"]
+             "selfsigned-port-8443", "files", "acme", "acme-aliases-ports"]
 
 
 @pytest.mark.parametrize("case", CONVERGED)
@@ -399,3 +415,182 @@ def test_a_certificate_that_is_not_a_regular_file_is_refused(tmp_path):
     cert.symlink_to("/dev/zero")
     problems = apache.check_tls_files(str(cert), str(cert))
     assert problems and all("is not a regular file" in why for _, why in problems), problems
+
+
+# ------------------------------------------------------------------------------ acme
+@pytest.fixture(scope="module")
+def ca_root(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("ca") / "root.pem"
+    path.write_bytes(make_cert("Lab private CA")[0])
+    return str(path)
+
+
+def acme_site(**more: Any) -> dict[str, Any]:
+    return apache_vars(**SITES["acme"], **more)
+
+
+def test_acme_site_is_a_managed_domain_with_mod_md_certificates(ca_root):
+    v = acme_site(apache_server_aliases=["jhub.example.org"], apache_acme_ca_root=ca_root,
+                  apache_acme_email="admin@example.org")
+    text = apache.render_site(v)
+    md = re.search(r"^<MDomain (.*)>\n(.*?)^</MDomain>", text, re.M | re.S)
+    assert md and md.group(1) == "lab.example.org jhub.example.org"
+    lines = [ln.strip() for ln in md.group(2).splitlines()]
+    assert lines == [f"MDCertificateAuthority {apache.LETS_ENCRYPT}",
+                     "MDCertificateAgreement accepted", "MDCAChallenges http-01",
+                     "MDContactEmail admin@example.org", "MDRenewWindow 33%"]
+    assert re.findall(r"^MD\w+ .*$", text, re.M) == [
+        f"MDCACertificateFile {apache.ACME_CA_ROOT}", f"MDMessageCmd {apache.ACME_HOOK}"]
+    blocks = vhosts(text)
+    https = blocks["443"]
+    assert "SSLEngine on" in https and "SSLCertificateFile" not in https
+    assert "ServerAlias jhub.example.org" in https and "ServerAlias jhub.example.org" in \
+        blocks["80"]
+    http = blocks["80"]
+    assert "ProxyPass" not in http and "Redirect permanent /" not in http
+    # Everything to HTTPS but mod_md's status page, which only the host itself may read.
+    assert 'RedirectMatch permanent "^/(?!md-status(?:/|$))(.*)" ' \
+        '"https://lab.example.org/$1"' in http
+    assert re.search(r'<Location "/md-status">\s+SetHandler md-status\s+Require local\s+'
+                     r"</Location>", http)
+    pattern = re.compile(r"^/(?!md-status(?:/|$))(.*)")
+    assert pattern.match("/jhub/hub/login") and pattern.match("/md-statusx")
+    assert not pattern.match("/md-status") and not pattern.match("/md-status/lab")
+
+
+def test_acme_site_maps_its_ports_for_the_ca():
+    text = apache.render_site(apache_vars(**SITES["acme-aliases-ports"]))
+    assert re.findall(r"^MDPortMap (.*)$", text, re.M) == ["80:8080 443:8443"]
+    assert "MDPortMap" not in apache.render_site(acme_site())
+    assert "MDCACertificateFile" not in apache.render_site(acme_site())
+    assert "MDContactEmail" not in apache.render_site(acme_site())
+
+
+def test_acme_modules_add_md():
+    assert apache.modules(acme_site()) == ["alias", "headers", "proxy", "proxy_http", "ssl",
+                                           "md"]
+
+
+def test_fresh_host_plan_acme(ca_root):
+    v = acme_site(apache_acme_ca_root=ca_root)
+    actions = plan(v, HostState())
+    assert changes(actions) == [
+        "apt apache2", "apache modules alias, headers, proxy, proxy_http, ssl, md",
+        f"file {apache.ACME_CA_ROOT}",
+        f"directory {apache.ACME_EVENTS}", f"file {apache.ACME_HOOK}",
+        f"unit {apache.ACTIVATE}.service", f"unit {apache.ACTIVATE}.path",
+        f"service {apache.ACTIVATE}.path", f"site {apache.SITE_PATH}",
+        f"site {apache.SITE} enabled", "default site 000-default disabled",
+        "service apache2.service"]
+    events = by_name(actions, f"directory {apache.ACME_EVENTS}")
+    assert ["chown", "www-data:root", "--", apache.ACME_EVENTS] in [
+        getattr(op, "argv", None) for op in events.ops] or "www-data" in events.diff
+    # The handler waits for the certificate: no note at plan time when a reload is due.
+    assert all(not a.note for a in actions)
+
+
+def test_acme_without_a_certificate_notes_it_and_changes_nothing():
+    v = acme_site()
+    st = converged_apache(v)
+    del st.files[apache.site(v).md_pubcert]
+    actions = plan(v, st)
+    assert changes(actions) == []
+    (noted,) = [a for a in actions if a.note]
+    assert "no certificate from the CA yet for lab.example.org" in noted.note
+    st.add_file(apache.site(v).md_pubcert, make_cert("other.example.org")[0])
+    assert [a.note for a in plan(v, st) if a.note], "a certificate for another name"
+
+
+def test_acme_events_hook_always_exits_0_and_writes_only_as_www_data():
+    hook = render("apache/md-event.sh.j2", apache._acme_context())
+    assert hook.rstrip().endswith("exit 0")
+    assert 'if [ "$(id -u)" = 0 ]; then' in hook
+    assert f"systemctl --no-block start {apache.ACTIVATE}.service" in hook
+    unit = render("apache/acme-activate.path.j2", apache._acme_context())
+    assert f"PathChanged={apache.ACME_RENEWED}" in unit
+
+
+def test_switching_away_from_acme_removes_its_activation(ca_root):
+    v_acme = acme_site(apache_acme_ca_root=ca_root)
+    st = converged_apache(v_acme)
+    v = apache_vars(**SITES["selfsigned-jhub"], apache_server_name="lab.example.org")
+    actions = plan(v, st)
+    removed = by_name(actions, f"acme renewal activation ({apache.ACTIVATE}.path) removed")
+    argvs = [op.argv for op in removed.ops]
+    assert argvs == [
+        ["systemctl", "disable", "--now", "--quiet", "--", f"{apache.ACTIVATE}.path"],
+        ["rm", "-f", "--", apache.ACTIVATE_PATH, apache.ACTIVATE_SERVICE, apache.ACME_HOOK],
+        ["systemctl", "daemon-reload"], ["rmdir", "--", apache.ACME_EVENTS]]
+    assert by_name(actions, f"absent {apache.ACME_CA_ROOT}").changed
+    assert f"site {apache.SITE_PATH}" in changes(actions)
+
+
+@pytest.mark.parametrize("overrides, key, words", [
+    ({"apache_server_name": "10.0.0.5"}, "apache_server_name", "must be a DNS name"),
+    ({"apache_server_name": "localhost"}, "apache_server_name", "must be a DNS name"),
+    ({"apache_server_name": "lab.example.org", "apache_server_aliases": ["127.0.0.1"]},
+     "apache_server_aliases", "not an IP address"),
+    ({"apache_server_name": "lab.example.org", "apache_acme_ca_root": "/nonexistent/ca.pem"},
+     "apache_acme_ca_root", "cannot read"),
+])
+def test_check_refuses_acme(overrides, key, words):
+    found = problems(apache_enabled=True, apache_tls="acme", **overrides)
+    assert any(k == key and words in why for k, why in found), found
+
+
+def test_check_ca_root_must_be_certificates_only(tmp_path, ca_root):
+    assert apache.check_ca_root(ca_root) == []
+    cert, key = make_cert("x")
+    (tmp_path / "both.pem").write_bytes(cert + key)
+    assert "holds a private key" in apache.check_ca_root(str(tmp_path / "both.pem"))[0][1]
+    (tmp_path / "junk.pem").write_text("junk")
+    assert "not a PEM certificate" in apache.check_ca_root(str(tmp_path / "junk.pem"))[0][1]
+
+
+@pytest.mark.parametrize("md, why, refused, words", [
+    ({"state": 1, "renewal": {"errors": 1, "last": {
+        "problem": "urn:ietf:params:acme:error:dns", "detail": "no such host"}}},
+     "errors", True, "no such host (urn:ietf:params:acme:error:dns)"),
+    ({"state": 1, "renewal": {"errors": 2, "last": {
+        "status-description": "Connection refused",
+        "activity": "Contacting ACME server for lab3 at https://ca/dir"}}}, "errors", False,
+     "Connection refused"),
+    ({"state": 1, "renewal": {"errors": 1, "last": {
+        "status-description": "Invalid argument",
+        "detail": "Error waiting on domain names to be validated",
+        "activity": "Monitoring challenge status for lab3"}}}, "errors", True,
+     "Error waiting on domain names to be validated"),
+    ({"state": 1, "state-descr": "certificate(rsa) is missing"}, "waiting", None,
+     "certificate(rsa) is missing"),
+    ({"error": "http://127.0.0.1/md-status/x: HTTP Error 404"}, "waiting", None, "404"),
+])
+def test_md_status_words(md, why, refused, words):
+    status = apache.MdStatus(why, md)
+    if refused is not None:  # only asked when there are errors
+        assert status.refused is refused
+    assert words in status.problem
+
+
+def test_md_status_script_compiles():
+    compile(apache.MD_STATUS_SCRIPT, "md-status", "exec")
+
+
+def test_a_note_is_shown_under_the_host_in_the_recap_and_kept_in_the_report():
+    v = acme_site()
+    st = converged_apache(v)
+    del st.files[apache.site(v).md_pubcert]
+    t = FakeTransport(HOST, responder=st.responder())
+    out = io.StringIO()
+    display = Display(out, color=False)
+    report = run([Host(HOST, vars=v)], ROLES, display=display,
+                 transport_factory=lambda host: t)
+    display.recap(report)
+    rep = report.hosts[HOST]
+    assert not rep.failed and rep.count("changed") == 0 and rep.round_trips == 1
+    (note,) = rep.notes
+    assert note.startswith("no certificate from the CA yet for lab.example.org")
+    text = out.getvalue()
+    assert f"{HOST}  note      {note}" in text
+    recap = text[text.index("RECAP"):]
+    assert f"      note: {note}" in recap
+    assert report.as_dict()["hosts"][HOST]["notes"] == [note]
