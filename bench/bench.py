@@ -5,7 +5,10 @@ and 2 hosts a no-op of the full stack; plus `add-user` on 2 converged hosts. Tim
 the whole command (`invoke ...` as a sysadmin types it, Python start included), best and
 median of --repeat runs. Needs root (it boots lab hosts with `invoke lab.up`).
 
-    .venv/bin/python bench/bench.py [--repeat 5] [--max-hosts 10] [--fresh]
+    .venv/bin/python bench/bench.py [--repeat 5] [--max-hosts 10] [--fresh] [--many-users]
+
+With --many-users (or --only-many-users) it boots 2 more hosts and converges users+wheel
+with 10 users on one and 300 on the other in one run (their ratio: issue 15's <= 3x).
 
 With --fresh it also boots 4 more hosts and compares a fresh install of the full stack on
 2 of them with the bare install commands typed by hand on the other 2 (both in parallel).
@@ -40,7 +43,8 @@ def inventory(tmp: Path) -> Path:
 
     inv = tmp / "inventory"
     (inv / "group_vars" / "all").mkdir(parents=True)
-    (inv / "lab.yml").write_text((REPO / "inventory" / "lab.yml").read_text())
+    if (REPO / "inventory" / "lab.yml").exists():  # else written once the lab is up
+        (inv / "lab.yml").write_text((REPO / "inventory" / "lab.yml").read_text())
     (inv / "group_vars" / "all" / "users.yml").write_text(yaml.safe_dump({"users": USERS}))
     return inv
 
@@ -139,12 +143,54 @@ def fresh(first: int, tmp: Path, inv: str) -> list[dict]:
     return rows
 
 
+def many_users(first: int, tmp: Path, inv: str, counts: tuple[int, int] = (10, 300)) -> dict:
+    """A fresh users+wheel converge of 10 users on one new host and 300 on another, in one
+    run: each host's own duration from the JSON report, and their ratio (a role's steps go
+    to the host in one batch, so it grows with what the host does, not with SSH)."""
+    import yaml
+
+    hosts = [f"lab{first}", f"lab{first + 1}"]
+    lab.up(first + 1)
+    (Path(inv) / "lab.yml").write_text((REPO / "inventory" / "lab.yml").read_text())
+    host_vars = Path(inv) / "host_vars"
+    host_vars.mkdir(exist_ok=True)
+    for host, n in zip(hosts, counts, strict=True):
+        users = [{"name": f"many{i:03d}", "uid": 4000 + i, "admin": i == 0} for i in range(n)]
+        (host_vars / f"{host}.yml").write_text(yaml.safe_dump({"users": users}))
+    try:
+        wall, data = run(["provision", "--hosts", ",".join(hosts), "--inventory", inv,
+                          "--roles", "users,wheel"], tmp / "many.json")
+    finally:
+        lab.down(hosts)
+        for host in hosts:
+            (host_vars / f"{host}.yml").unlink()
+    per = {n: data["hosts"][h] for h, n in zip(hosts, counts, strict=True)}
+    small, big = (per[n]["duration"] for n in counts)
+    row = {"scenario": f"fresh users+wheel, {counts[1]} vs {counts[0]} users",
+           "small_s": round(small, 2), "big_s": round(big, 2), "ratio": round(big / small, 2),
+           "round_trips": {n: per[n]["round_trips"] for n in counts},
+           "changed": {n: per[n]["changed"] for n in counts}}
+    print(f"{row['scenario']:<42} {counts[0]} users {small:5.2f}s  {counts[1]} users "
+          f"{big:5.2f}s  ratio {row['ratio']:.2f}x  round trips {row['round_trips']}",
+          flush=True)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--max-hosts", type=int, default=10)
     ap.add_argument("--fresh", action="store_true", help="also time a fresh install")
+    ap.add_argument("--many-users", action="store_true",
+                    help="also time a fresh users+wheel converge of 300 users vs 10")
+    ap.add_argument("--only-many-users", action="store_true",
+                    help="time only that (boots its own 2 hosts)")
     opts = ap.parse_args()
+    if opts.only_many_users:
+        with tempfile.TemporaryDirectory(prefix="jhprov-bench-") as d:
+            row = many_users(opts.max_hosts + 1, Path(d), str(inventory(Path(d))))
+        print(json.dumps(row))
+        return
     started = time.perf_counter()
     lab.up(opts.max_hosts)
     print(f"lab: {opts.max_hosts} hosts up in {time.perf_counter() - started:.1f}s")
@@ -175,6 +221,8 @@ def main() -> None:
         rows.append(row)
         if opts.fresh:
             rows += fresh(opts.max_hosts + 1, tmp, inv)
+        if opts.many_users:
+            rows.append(many_users(opts.max_hosts + 1, tmp, inv))
         # Leave the hosts as they were: the bench users go away again.
         import yaml
 

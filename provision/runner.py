@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
@@ -25,7 +25,7 @@ from .report import HostReport, RunReport, StepResult
 from .role import Handler, registry, role_enabled
 from .steps import Action, Refuse, Upload
 from .config import proxy_jump
-from .transport import LocalTransport, Result, SSHTransport, Transport
+from .transport import BatchOp, LocalTransport, Result, SSHTransport, Transport
 
 PENDING_DIR = "/var/lib/jhprovision/pending"
 PROGRESS_EVERY = 15.0
@@ -137,6 +137,108 @@ class HostRun:
             result.duration = time.monotonic() - start
         return result
 
+    # ------------------------------------------------------------------ batches
+    @staticmethod
+    def batchable(action: Action) -> bool:
+        """Short steps go to the host together; a long one (pip, npm, apt) runs on its own
+        with its progress shown, a refused one fails on its own."""
+        return not action.long and not any(isinstance(op, Refuse) for op in action.ops)
+
+    def apply_all(self, role: str, actions: Sequence[Action]) -> Iterator[StepResult]:
+        """Apply a role's actions in order, yielding each step's result as it is known:
+        each run of consecutive short steps is one round trip (``Transport.run_batch``),
+        each long step its own. Stops at the first failed step (the steps after it do not
+        run and are not reported, as before)."""
+        group: list[Action] = []
+        for action in [*actions, None]:
+            if action is not None and not self.check and self.batchable(action):
+                group.append(action)
+                continue
+            for result in self._apply_group(role, group):
+                yield result
+                if result.status == "failed":
+                    return
+            group = []
+            if action is None:
+                return
+            result = self.apply(role, action)
+            yield result
+            if result.status == "failed":
+                return
+
+    def _apply_group(self, role: str, actions: list[Action]) -> list[StepResult]:
+        changed = [a for a in actions if a.changed]
+        if len(changed) <= 1:  # nothing to gain: the step runs as it always did
+            out = []
+            for action in actions:
+                out.append(self.apply(role, action))
+                if out[-1].status == "failed":
+                    break
+            return out
+        if self.cancel.is_set():
+            raise ProvisionError("interrupted", host=self.host.name, step=changed[0].name)
+        ops: list[BatchOp] = []
+        owner: list[int] = []  # the action each op belongs to
+        for index, action in enumerate(actions):
+            if not action.changed:
+                continue
+            for name in sorted(set(action.notify) - self._marked):
+                # Remembered on the host first, as in apply(): a run that dies before the
+                # handlers still leaves the restart due.
+                ops.append(BatchOp(mark_pending_argv(name)))
+                owner.append(index)
+                self._marked.add(name)
+            for op in action.ops:
+                if isinstance(op, Upload):
+                    argv, shown = self.transport.put_argv(
+                        op.path, mode=op.mode, owner=op.owner, group=op.group,
+                        validate=op.validate, run_as=op.run_as)
+                    ops.append(BatchOp(argv, op.content, shown))
+                else:
+                    ops.append(BatchOp(op.argv, op.stdin, op.display, op.timeout))
+                owner.append(index)
+        what = f"{role}: {len(changed)} steps in one batch"
+        start = time.monotonic()
+        stop = threading.Event()
+        threading.Thread(target=self._heartbeat, args=(what, stop, start), daemon=True).start()
+        try:
+            done = self.transport.run_batch(ops, step=what)
+        except UnreachableError:
+            raise
+        except ProvisionError as exc:  # the batch itself broke: its first step fails
+            done = []
+            failure = exc
+        else:
+            failure = None
+        finally:
+            stop.set()
+        out = []
+        for index, action in enumerate(actions):
+            result = StepResult(role, action.name, "changed" if action.changed else "ok",
+                                diff=action.diff)
+            if action.note:
+                self.note(action.note)
+            if action.changed:
+                result.commands = [op.shown() for op in action.ops]
+                mine = [r for r, o in zip(done, owner, strict=False) if o == index]
+                result.duration = sum(r.duration for r in mine)
+                bad = next((r for r in mine if not r.ok), None)
+                if bad is not None:
+                    result.status = "failed"
+                    result.error = ProvisionError(
+                        f"command failed on {self.host.name}", host=self.host.name,
+                        step=action.name, command=bad.command, rc=bad.rc,
+                        stderr=bad.err or bad.out).as_dict()
+                elif len(mine) < owner.count(index):  # never reached: the batch broke
+                    result.status = "failed"
+                    err = failure or ProvisionError("not run", host=self.host.name)
+                    err.step = action.name
+                    result.error = err.as_dict()
+            out.append(result)
+            if result.status == "failed":
+                break
+        return out
+
     def _heartbeat(self, what: str, stop: threading.Event, start: float) -> None:
         while not stop.wait(PROGRESS_EVERY):
             self.display.progress(self.host.name, what, time.monotonic() - start)
@@ -207,14 +309,15 @@ def _apply_roles(hr: HostRun, active: list[ModuleType], requests: list[FactReque
     for index, role in enumerate(active):
         changed = False
         allowed = reg.may_notify(role)
-        for action in role.plan(hr.vars, facts.restrict(requests[index])):
+        actions = list(role.plan(hr.vars, facts.restrict(requests[index])))
+        for action in actions:
             unknown = set(action.notify) - allowed
             if unknown:  # a programming error: refused before anything is written
                 raise ProvisionError(f"role {role.NAME}: step {action.name!r} notifies "
                                      f"{', '.join(sorted(unknown))}, which the role does not "
                                      "declare (HANDLERS or NOTIFIES)", host=hr.host.name,
                                      step=action.name)
-            result = hr.apply(role.NAME, action)
+        for action, result in zip(actions, hr.apply_all(role.NAME, actions), strict=False):
             _record(hr, result)
             if result.status == "failed":
                 raise _Stop()

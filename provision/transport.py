@@ -13,6 +13,8 @@ reused), ``LocalTransport`` (this machine) and ``FakeTransport`` (unit tests).
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import select
 import shlex
@@ -51,6 +53,44 @@ sync -- "$tmp" 2>/dev/null || true
 mv -f -- "$tmp" "$dest"
 trap - EXIT INT TERM HUP
 """
+
+
+# Runs as `python3 -c BATCH_PROGRAM`, the batch as JSON on stdin: a list of {"argv": [...],
+# "stdin": base64 or null, "timeout": seconds or null}. Runs them in order, each with its
+# own stdin (or none), and prints one JSON line per command as it ends: its index, exit
+# code, stdout, stderr (each cut to its last 64 KiB) and seconds. Stops after the first one
+# that fails. What a command gets on stdin never appears in any command line.
+BATCH_PROGRAM = r"""import base64, json, subprocess, sys, time
+ops = json.loads(sys.stdin.buffer.read())
+for i, op in enumerate(ops):
+    start = time.monotonic()
+    data = op.get("stdin")
+    try:
+        p = subprocess.run(op["argv"], input=None if data is None else base64.b64decode(data),
+                           stdin=subprocess.DEVNULL if data is None else None,
+                           capture_output=True, timeout=op.get("timeout"))
+        rc, out, err = p.returncode, p.stdout, p.stderr
+    except subprocess.TimeoutExpired as exc:
+        rc, out = 124, exc.stdout or b""
+        err = (exc.stderr or b"") + b"timed out after %ds" % op["timeout"]
+    except OSError as exc:
+        rc, out, err = 127, b"", str(exc).encode()
+    print(json.dumps({"i": i, "rc": rc, "out": out[-65536:].decode("utf-8", "replace"),
+                      "err": err[-65536:].decode("utf-8", "replace"),
+                      "t": round(time.monotonic() - start, 4)}), flush=True)
+    if rc != 0:
+        break
+"""
+
+
+@dataclass
+class BatchOp:
+    """One command of a batch: argv, its stdin, the text shown for it, a timeout."""
+
+    argv: Sequence[str]
+    stdin: bytes | None = None
+    display: str | None = None
+    timeout: float | None = None
 
 
 @dataclass
@@ -131,6 +171,47 @@ class Transport(ABC):
             )
         return result
 
+    def run_batch(self, ops: Sequence[BatchOp], *, step: str | None = None) -> list[Result]:
+        """Run ``ops`` in order on the host in one round trip (``BATCH_PROGRAM``),
+        stopping after the first that fails; one ``Result`` per command that ran, each as
+        precise as ``run``'s (its own exit code, stdout and stderr)."""
+        payload = json.dumps([
+            {"argv": [str(a) for a in op.argv], "timeout": op.timeout,
+             "stdin": None if op.stdin is None else base64.b64encode(op.stdin).decode()}
+            for op in ops]).encode()
+        timeouts = [op.timeout for op in ops]
+        total = sum(timeouts) + 60 if all(timeouts) else None  # type: ignore[arg-type]
+        batch = self.run(["python3", "-c", BATCH_PROGRAM], stdin=payload, timeout=total,
+                         check=False, step=step, display=f"a batch of {len(ops)} commands")
+        results = []
+        for line in batch.out.splitlines():
+            try:
+                r = json.loads(line)
+                op = ops[int(r["i"])]
+                results.append(Result(op.display or shlex.join([str(a) for a in op.argv]),
+                                      int(r["rc"]), str(r["out"]), str(r["err"]),
+                                      float(r["t"])))
+            except (ValueError, KeyError, IndexError, TypeError):
+                continue
+        if len(results) < len(ops) and (not results or results[-1].ok):
+            raise ProvisionError(
+                f"the batch of {len(ops)} commands stopped after {len(results)} on "
+                f"{self.name} (python3 on the host: exit code {batch.rc})", host=self.name,
+                step=step, command="python3 -c BATCH_PROGRAM", rc=batch.rc,
+                stderr=batch.err or batch.out)
+        return results
+
+    @staticmethod
+    def put_argv(path: str, *, mode: str, owner: str, group: str,
+                 validate: Sequence[str] | None, run_as: str | None) -> tuple[list[str], str]:
+        """The command ``put`` runs (its content goes on stdin), and how it is shown."""
+        argv = ["sh", "-c", PUT_SCRIPT, "sh", path, mode, owner, group, *(validate or ())]
+        if run_as:
+            argv = ["runuser", "-u", run_as, "--", *argv]
+        shown = f"put {path} (mode {mode}, {owner}:{group}"
+        shown += f", validated by {shlex.join(validate)})" if validate else ")"
+        return argv, shown
+
     def put(
         self,
         content: bytes,
@@ -147,11 +228,8 @@ class Transport(ABC):
 
         ``run_as``: write as that user (a file in a user's home: a symlink the user planted
         then cannot make root write elsewhere)."""
-        argv = ["sh", "-c", PUT_SCRIPT, "sh", path, mode, owner, group, *(validate or ())]
-        if run_as:
-            argv = ["runuser", "-u", run_as, "--", *argv]
-        shown = f"put {path} (mode {mode}, {owner}:{group}"
-        shown += f", validated by {shlex.join(validate)})" if validate else ")"
+        argv, shown = self.put_argv(path, mode=mode, owner=owner, group=group,
+                                    validate=validate, run_as=run_as)
         return self.run(argv, stdin=content, step=step, display=shown)
 
 

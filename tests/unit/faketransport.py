@@ -6,7 +6,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from provision.transport import Result, Transport
+from provision.transport import BatchOp, Result, Transport
 
 
 @dataclass
@@ -23,3 +23,16 @@ class FakeTransport(Transport):
         self.calls.append((argv, stdin))
         rc, out, err = (self.responder(argv, stdin) if self.responder else (0, "", ""))
         return Result(command, rc, out, err)
+
+    def run_batch(self, ops: list[BatchOp], *, step: str | None = None) -> list[Result]:
+        """One round trip, as on a host; each command recorded and answered on its own
+        (BATCH_PROGRAM itself runs for real in test_batch.py)."""
+        before = self.round_trips
+        results = []
+        for op in ops:
+            r = self.run(op.argv, stdin=op.stdin, check=False, step=step)
+            results.append(Result(op.display or r.command, r.rc, r.out, r.err))
+            if not r.ok:
+                break
+        self.round_trips = before + 1
+        return results

@@ -107,7 +107,9 @@ def test_changes_are_applied_in_order_and_handlers_run_once():
     # facts again only after a role changed something: 6 roles with steps (users, wheel,
     # nodejs, proxy, userenv, jupyterhub) all change -> 1 + 5
     assert argvs.count(GATHER) == 6
-    assert rep.round_trips == len(argvs)
+    # every command ran, in order, but each role's short steps went as one batch: one
+    # round trip for users' 2 users, wheel's group and sudoers, ... (long steps on their own)
+    assert rep.round_trips < len(argvs) / 1.5
     assert rep.handlers == ["restart proxy", "restart jupyterhub"]
     restart_hub = ["systemctl", "restart", "--", jupyterhub.UNIT]
     restart_proxy = ["systemctl", "restart", "--", proxy.UNIT]
