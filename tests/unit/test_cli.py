@@ -113,15 +113,30 @@ def test_a_port_that_never_speaks_ssh_is_unreachable_in_one_line(tmp_path):
     srv.bind(("127.0.0.1", 0))
     srv.listen(4)
     held = []
-    threading.Thread(target=lambda: [held.append(srv.accept()) for _ in range(4)],
-                     daemon=True).start()
+
+    def hold() -> None:  # accept and never speak; ends when the socket is closed
+        try:
+            for _ in range(4):
+                held.append(srv.accept())
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
     port = srv.getsockname()[1]
     inv = tmp_path / "hosts.yml"
     inv.write_text(f"all:\n  hosts:\n    mute:\n      ansible_host: 127.0.0.1\n"
                    f"      ansible_port: {port}\n      provision_connect_timeout: 2\n"
                    "      ansible_host_key_checking: false\n")
     proc = invoke("provision", "--inventory", str(inv))
+    try:
+        srv.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+    except OSError:
+        pass
     srv.close()
+    thread.join(5)
+    for conn, _ in held:
+        conn.close()
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
     assert "unreachable" in proc.stdout.lower(), proc.stdout
