@@ -373,7 +373,14 @@ class Shell:
 
     def _gpasswd(self, argv, stdin, as_user):
         op, user, group = argv[1:4]
-        if op == "--add":
+        if op == "--members":  # the whole list at once ('' empties it)
+            users = self._users()
+            listed = [u for u in user.split(",") if u]
+            unknown = [u for u in listed if u not in users]
+            if unknown:  # gpasswd refuses the whole list
+                return 3, "", f"gpasswd: user '{unknown[0]}' does not exist\n"
+            self._set_members(group, lambda m: listed)
+        elif op == "--add":
             self._set_members(group, lambda m: m + [user] if user not in m else m)
         else:
             self._set_members(group, lambda m: [x for x in m if x != user])
