@@ -29,6 +29,7 @@ from provision.lab.system import (
     cgroup_kill,
     cgroup_pids,
     cgroup_remove,
+    drop_default_route,
     launch_detached,
     mount_overlay,
     mounts_under,
@@ -59,6 +60,7 @@ class HostState:
     nspawn: Proc | None = None
     slirp: Proc | None = None
     suite: str = config.SUITE  # Debian suite of its base (older state files: the default)
+    offline: bool = False  # booted with no way out (lab.up --offline)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -207,8 +209,10 @@ def _clear_remnants(name: str) -> None:
         cgroup_remove(directory)
 
 
-def boot(name: str, base: Path, authorized_key: str, suite: str = config.SUITE) -> HostState:
+def boot(name: str, base: Path, authorized_key: str, suite: str = config.SUITE, *,
+         offline: bool = False) -> HostState:
     """Start host `name` over the base tree `base`; returns once systemd is starting.
+    `offline`: no default route, so no registry (or anything past the lab) is reachable.
 
     Waiting for the boot to finish is the caller's job, so hosts boot in parallel. On
     failure everything done so far is undone before the error is raised.
@@ -216,7 +220,7 @@ def boot(name: str, base: Path, authorized_key: str, suite: str = config.SUITE) 
     directory = host_dir(name)
     if directory.exists():
         raise LabError(f"{directory} exists already; run `invoke lab.down` first")
-    state = HostState(name=name, base=str(base), suite=suite)
+    state = HostState(name=name, base=str(base), suite=suite, offline=offline)
     try:
         for sub in ("upper", "work", "merged"):
             (directory / sub).mkdir(parents=True)
@@ -230,6 +234,8 @@ def boot(name: str, base: Path, authorized_key: str, suite: str = config.SUITE) 
         state.slirp = slirp.start(name, directory)
         save_state(state)
         slirp.add_forwards(name, directory / "slirp.sock")
+        if offline:  # before systemd starts: nothing in the host ever had a way out
+            drop_default_route(name)
         state.nspawn = launch_detached(
             _nspawn_argv(name, directory),
             directory / "nspawn.log",

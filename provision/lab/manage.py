@@ -43,6 +43,7 @@ class LabHost:
     state: str
     pid: int | None
     suite: str = config.SUITE
+    offline: bool = False  # booted with no way out (lab.up --offline)
 
     @property
     def hub_url(self) -> str:
@@ -63,7 +64,8 @@ def _describe(name: str) -> LabHost:
     nspawn = state.nspawn if state else None
     pid = nspawn.pid if nspawn is not None and alive(nspawn) else None
     return LabHost(name, ports["ssh"], ports, host.process_state(state), pid,
-                   state.suite if state else config.SUITE)
+                   state.suite if state else config.SUITE,
+                   bool(state and state.offline))
 
 
 def status() -> list[LabHost]:
@@ -71,11 +73,13 @@ def status() -> list[LabHost]:
     return [_describe(name) for name in host.known_names()]
 
 
-def up(count: int = 0, *, names: Sequence[str] = (), suite: str = config.SUITE
-       ) -> list[LabHost]:
+def up(count: int = 0, *, names: Sequence[str] = (), suite: str = config.SUITE,
+       offline: bool = False) -> list[LabHost]:
     """Boot lab1..lab`count` (those not already running) and wait until all are up; with
     `names` (e.g. ["lab3"]), exactly those hosts. Hosts booted now run Debian `suite`
     (bookworm or trixie, each from a cached base of its own); running hosts keep theirs.
+    With `offline`, the hosts booted now have no way out (no default route: no registry,
+    nothing past the lab's network); running hosts are left as they are.
 
     Example: `up(2)` returns the two LabHost entries once `systemctl is-system-running
     --wait` says `running` on both over SSH. Hosts already running are left alone (a
@@ -106,11 +110,12 @@ def up(count: int = 0, *, names: Sequence[str] = (), suite: str = config.SUITE
             host.check_free(name)
         try:
             for name in to_boot:
-                host.boot(name, base, authorized_key, suite)
+                host.boot(name, base, authorized_key, suite, offline=offline)
                 log.info(
-                    "%s: booting %s (ssh port %d)",
+                    "%s: booting %s%s (ssh port %d)",
                     name,
                     suite,
+                    ", offline" if offline else "",
                     render.ports_for(render.host_index(name))["ssh"],
                 )
         finally:

@@ -287,6 +287,23 @@ def lan_attach(name: str, address: str, index: int) -> None:
     run(["ip", "-n", name, "link", "set", "eth1", "up"])
 
 
+def drop_default_route(name: str, wait: float = 10.0) -> None:
+    """Take host `name`'s way out: its default route (slirp4netns' gateway) is deleted, so
+    it reaches only the lab's network and the port forwards still reach it (they answer
+    on the tap's own subnet). Waits for slirp4netns to have set the route first."""
+    deadline = time.monotonic() + wait
+    while not run(["ip", "-n", name, "route", "show", "default"]).stdout.strip():
+        if time.monotonic() > deadline:
+            raise LabError(f"{name}: slirp4netns set no default route within {wait:.0f}s")
+        time.sleep(0.05)
+    run(["ip", "-n", name, "route", "del", "default"])
+
+
+def has_default_route(name: str) -> bool:
+    return bool(run(["ip", "-n", name, "route", "show", "default"], check=False)
+                .stdout.strip())
+
+
 def lan_ports() -> list[str]:
     """The veth ends on the lab's bridge (one per host attached), [] without the bridge."""
     if not netns_path(config.LAN_NETNS).exists():

@@ -29,10 +29,10 @@ def _log_to_stderr() -> None:
 
 
 def _table(hosts: list[lab.LabHost], systemd: dict[str, str] | None = None) -> str:
-    header = ["HOST", "SUITE", "SSH", "STATE", "SYSTEMD", "PID", "HUB URL"]
+    header = ["HOST", "SUITE", "NET", "SSH", "STATE", "SYSTEMD", "PID", "HUB URL"]
     rows = [
-        [h.name, h.suite, str(h.ssh_port), h.state, (systemd or {}).get(h.name, "-"),
-         str(h.pid or "-"), h.hub_url]
+        [h.name, h.suite, "offline" if h.offline else "online", str(h.ssh_port), h.state,
+         (systemd or {}).get(h.name, "-"), str(h.pid or "-"), h.hub_url]
         for h in hosts
     ]  # fmt: skip
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -44,15 +44,19 @@ def _table(hosts: list[lab.LabHost], systemd: dict[str, str] | None = None) -> s
 
 @task(help={"count": "number of hosts: lab1..labN (default 1)",
             "suite": "Debian suite of the hosts booted now: bookworm (12, default) or trixie "
-                     "(13)"})
-def up(c: Context, count: str | None = None, suite: str = config.SUITE) -> None:
+                     "(13)",
+            "offline": "the hosts booted now get no way out (no route to any registry, "
+                       "like an air-gapped lab); lab.status shows NET offline"})
+def up(c: Context, count: str | None = None, suite: str = config.SUITE,
+       offline: bool = False) -> None:
     """Boot lab hosts lab1..labN (Debian 12 or 13, systemd, sshd) and wait until they run.
 
-    Hosts already running are left alone (and keep their suite). The first run on a
-    machine builds the suite's base image with debootstrap (about 1-2 minutes; cached in
-    /var/cache/jhprovision-lab). Writes inventory/lab.yml and .lab/known_hosts. Needs root.
+    Hosts already running are left alone (and keep their suite and network). The first
+    run on a machine builds the suite's base image with debootstrap (about 1-2 minutes;
+    cached in /var/cache/jhprovision-lab). Writes inventory/lab.yml and .lab/known_hosts. Needs root.
 
-    Example: invoke lab.up --count 2; invoke lab.up --count 4 --suite trixie
+    Example: invoke lab.up --count 2; invoke lab.up --count 4 --suite trixie;
+    invoke lab.up --count 3 --offline (lab3 offline beside running lab1 and lab2)
     """
     try:
         n = int(count or 1)
@@ -64,7 +68,7 @@ def up(c: Context, count: str | None = None, suite: str = config.SUITE) -> None:
     _log_to_stderr()
     started = time.monotonic()
     try:
-        hosts = lab.up(n, suite=suite)
+        hosts = lab.up(n, suite=suite, offline=offline)
     except lab.LabError as err:
         raise Exit(f"lab.up failed: {err}", code=1) from err
     print(_table(hosts, {h.name: "running" for h in hosts}))

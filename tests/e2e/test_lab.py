@@ -199,3 +199,36 @@ def test_down_leaves_nothing_behind(lab_hosts: list[lab.LabHost]) -> None:
     # (lab3 may be listed too: its modules run beside these ones)
     assert name not in listed and set(NAMES) <= listed
     assert f"]:{22200 + index} " not in config.KNOWN_HOSTS_FILE.read_text()
+
+
+def test_an_offline_host_has_no_way_out_and_the_others_keep_theirs(
+    lab_hosts: list[lab.LabHost], tmp_path: Path
+) -> None:
+    """`lab.up --offline` (issue 15): a host booted now reaches no registry, while SSH
+    reaches it and it reaches the other lab hosts; running hosts stay online."""
+    index = _spare_index()
+    name = render.host_name(index)
+    try:
+        # (by name: `--count N` would boot lab3 too, which the lab3 modules boot themselves)
+        (booted,) = lab.up(names=[name], offline=True)
+        assert booted.offline
+        result = _invoke(tmp_path, "lab.status")
+        assert result.returncode == 0, result.stderr
+        line = next(ln for ln in result.stdout.splitlines() if ln.startswith(f"{name} "))
+        assert " offline " in line and " running " in line
+        status = {h.name: h for h in lab.status()}
+        assert status[name].offline and not any(status[n].offline for n in NAMES)
+        assert [status[n].pid for n in NAMES] == [h.pid for h in lab_hosts]
+        routes = lab.run_ssh(name, "ip route show default")
+        assert routes.returncode == 0 and routes.stdout.strip() == ""
+        out = lab.run_ssh(name, "curl -sS -o /dev/null --max-time 20 https://pypi.org/simple/")
+        assert out.returncode == 7, (out.returncode, out.stderr)  # could not connect
+        assert "Failed to connect" in out.stderr or "Couldn't connect" in out.stderr
+        reach = ("python3 -c \"import socket; "
+                 "print(socket.create_connection(('lab1', 22), 5).recv(7).decode())\"")
+        assert lab.run_ssh(name, reach).stdout.strip() == "SSH-2.0"
+        assert lab.run_ssh("lab1", "ip route show default").stdout.strip()  # still online
+        assert lab.run_ssh("lab1", "curl -fsSI --max-time 60 https://pypi.org/simple/",
+                           timeout=120).returncode == 0
+    finally:
+        lab.down([name])
