@@ -618,7 +618,7 @@ def plan_acme_waiting(v: dict[str, Any], facts: Facts, s: Site,
                              for n in s.names):
         act.note = (f"no certificate from the CA yet for {', '.join(s.names)}: until "
                     "mod_md has one, HTTPS serves its temporary certificate (mod_md keeps "
-                    f"trying by itself; `invoke verify` shows its status)")
+                    "trying by itself; `invoke verify` shows its status)")
     return act
 
 
@@ -637,6 +637,10 @@ def plan_acme_removed(facts: Facts) -> list[Action]:
     if facts.file(ACTIVATE_PATH).exists or facts.file(ACTIVATE_SERVICE).exists:
         act.ops.append(Command(["systemctl", "daemon-reload"]))
     if facts.file(ACME_EVENTS).exists:
+        # www-data's directory: what the hook left (a temp file of a renewal cut short) is
+        # unlinked, never followed (find -P); a subdirectory would make rmdir fail.
+        act.ops.append(Command(["find", ACME_EVENTS, "-mindepth", "1", "-maxdepth", "1",
+                                "!", "-type", "d", "-delete"]))
         act.ops.append(Command(["rmdir", "--", ACME_EVENTS]))
         files.append(ACME_EVENTS + "/")
     act.diff = "\n".join(f"- {f}" for f in files)

@@ -520,7 +520,10 @@ def test_switching_away_from_acme_removes_its_activation(ca_root):
     assert argvs == [
         ["systemctl", "disable", "--now", "--quiet", "--", f"{apache.ACTIVATE}.path"],
         ["rm", "-f", "--", apache.ACTIVATE_PATH, apache.ACTIVATE_SERVICE, apache.ACME_HOOK],
-        ["systemctl", "daemon-reload"], ["rmdir", "--", apache.ACME_EVENTS]]
+        ["systemctl", "daemon-reload"],
+        ["find", apache.ACME_EVENTS, "-mindepth", "1", "-maxdepth", "1", "!", "-type", "d",
+         "-delete"],
+        ["rmdir", "--", apache.ACME_EVENTS]]
     assert by_name(actions, f"absent {apache.ACME_CA_ROOT}").changed
     assert f"site {apache.SITE_PATH}" in changes(actions)
 
