@@ -53,7 +53,8 @@ def up(c: Context, count: str | None = None, suite: str = config.SUITE,
 
     Hosts already running are left alone (and keep their suite and network). The first
     run on a machine builds the suite's base image with debootstrap (about 1-2 minutes;
-    cached in /var/cache/jhprovision-lab). Writes inventory/lab.yml and .lab/known_hosts. Needs root.
+    cached in /var/cache/jhprovision-lab). Writes inventory/lab.yml and .lab/known_hosts.
+    Needs root.
 
     Example: invoke lab.up --count 2; invoke lab.up --count 4 --suite trixie;
     invoke lab.up --count 3 --offline (lab3 offline beside running lab1 and lab2)
