@@ -209,6 +209,35 @@ def verify(c, hosts="all", inventory=None, smoke=None, password_file=None, junit
         raise Exit(f"verify: hosts differ from the inventory (pytest exit {code})", code=1)
 
 
+@task(help={"release": "the JupyterHub release (default: jupyterhub_version's default)"})
+def constraints(c, release=None):
+    """Make the pin set of a release: constraints/stack-RELEASE.txt, every Python package
+    of the hub's and the users' virtualenvs, resolved from PyPI (this machine's pip
+    configuration ignored) for Python 3.11 and checked unchanged on 3.13.
+
+    Example: invoke constraints; invoke constraints --release 5.5.4
+    """
+    from provision import pins
+    from provision.config import all_variables, defaults
+    from provision.role import load_roles
+    from roles import jupyterhub, userenv
+
+    roles = load_roles()
+    v = defaults(all_variables(roles))
+    if release:
+        v["jupyterhub_version"] = release
+    reqs = list(dict.fromkeys(jupyterhub.requirements(v) + userenv.requirements(v)))
+    try:
+        text = pins.resolve(v["jupyterhub_version"], reqs)
+    except RuntimeError as exc:
+        raise Exit(f"constraints: {exc}", code=1) from exc
+    path = pins.path_for(v["jupyterhub_version"])
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    print(f"{path}: {sum(1 for ln in text.splitlines() if '==' in ln and not ln.startswith('#'))}"
+          " pins")
+
+
 @task
 def docs(c):
     """Regenerate docs/variables.md and the README's role table from the role registry.
@@ -221,7 +250,7 @@ def docs(c):
         print(f"wrote {path}")
 
 
-ns = Collection(provision, add_user, remove_user, verify, docs)
+ns = Collection(provision, add_user, remove_user, verify, docs, constraints)
 
 try:
     from provision.lab.tasks import ns as lab_ns

@@ -445,17 +445,31 @@ def same_version(a: str, b: str) -> bool:
         return a == b
 
 
+def pip_constraints_path(venv: str) -> str:
+    """Where a virtualenv keeps the pin set its packages were installed with."""
+    return f"{venv}/jhprovision-constraints.txt"
+
+
 def plan_pip(facts: Facts, venv: str, requirements: Sequence[str], *,
              python: str = "/usr/bin/python3", notify: Sequence[str] = (),
-             name: str | None = None) -> Action:
+             name: str | None = None, constraints: str | None = None) -> Action:
     """Ensure a virtualenv at ``venv`` with ``requirements`` ('name' or 'name==version').
 
     Installed versions are read from dist-info folders; a pin that differs is a change.
+    With ``constraints`` (a pin set's text, see ``provision.pins``) every install is
+    constrained by it (``pip install -c``, the file kept in the venv), and any installed
+    package whose version is not the pin set's is a change too, dependencies included.
+    The caller's facts() must ask for ``pip_constraints_path(venv)``'s content.
 
     Example: ``plan_pip(facts, "/opt/jupyterhub", ["jupyterhub==6.1.1"])``
     """
+    from .pins import effective, parse
+
     act = Action(name or f"pip {venv}", notify=tuple(notify), long=True)
     v = facts.venv(venv)
+    if constraints:
+        constraints = effective(constraints, requirements)
+    pins = parse(constraints) if constraints else {}
     lines: list[str] = []
     if not v.exists:
         act.ops.append(Command([python, "-m", "venv", "--", venv], timeout=300))
@@ -464,17 +478,32 @@ def plan_pip(facts: Facts, venv: str, requirements: Sequence[str], *,
     for req in requirements:
         dist, version = req_name_version(req)
         have = v.dists.get(dist) if v.exists else None
+        version = version or pins.get(dist)
         if have is None:
-            want.append(req)
+            want.append(f"{dist}=={version}" if version else req)
             lines.append(f"+ {dist} {version or '(latest)'}")
         elif version and not same_version(have, version):
-            want.append(req)
+            want.append(f"{dist}=={version}")
             lines.append(f"~ {dist} {have} -> {version}")
+    named = {req_name_version(r)[0] for r in requirements}
+    for dist, have in sorted(v.dists.items() if v.exists else ()):
+        pin = pins.get(dist)
+        if pin and dist not in named and not same_version(have, pin):
+            want.append(f"{dist}=={pin}")
+            lines.append(f"~ {dist} {have} -> {pin} (pin set)")
+    pip = [f"{venv}/bin/pip", "install", "--no-input", "--quiet", "--disable-pip-version-check"]
+    if constraints:
+        path = pip_constraints_path(venv)
+        if facts.file(path).content != constraints.encode():
+            act.ops.append(Upload(path, constraints.encode(), "0644"))
+            lines.append(f"~ {path}: the pin set")
+        pip += ["-c", path]
     if want:
-        act.ops.append(Command([f"{venv}/bin/pip", "install", "--no-input", "--quiet",
-                                "--disable-pip-version-check", "--", *want], timeout=1800))
+        act.ops.append(Command([*pip, "--", *want], timeout=1800))
     if not act.ops:
         act.notify = ()
+    elif not want and v.exists:
+        act.notify = ()  # only the pin set's file: nothing installed changed
     act.diff = "\n".join(lines)
     return act
 

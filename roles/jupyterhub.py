@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from provision import pins
 from provision.errors import ConfigError, ProvisionError
 from provision.facts import FactRequest, Facts
 from provision.render import render
@@ -38,6 +39,7 @@ from provision.steps import (
     plan_apt,
     plan_directory,
     plan_file,
+    pip_constraints_path,
     plan_pip,
     plan_secret,
     plan_service_started_by,
@@ -58,7 +60,11 @@ SUMMARY = (
 VARIABLES = [
     Var("jupyterhub_venv", "/opt/jupyterhub", "path", "Virtualenv of the hub (jupyterhub, "
         "its spawner and services); users' servers run from jupyterhub_user_venv."),
-    Var("jupyterhub_version", "6.1.1", "version", "jupyterhub package version."),
+    Var("jupyterhub_version", "6.1.1", "version", "jupyterhub package version; it selects "
+        "the release's pin set, constraints/stack-VERSION.txt (every Python package of the "
+        "hub's and the users' virtualenvs, dependencies included, given to every pip "
+        "install): 6.1.1 or the previous major's 5.5.4 ship; `invoke constraints --release "
+        "X` makes another."),
     Var("jupyterlab_version", "4.6.6", "version", "jupyterlab package version (the default "
         "UI), in jupyterhub_user_venv."),
     Var("notebook_version", "7.6.5", "version", "notebook package version (classic UI at "
@@ -147,7 +153,7 @@ def token_services(v: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def check(v: dict[str, Any]) -> list[tuple[str, str]]:
-    problems = []
+    problems = pins.check_release(v)
     names = {u.get("name") for u in v.get("users") or [] if isinstance(u, dict)}
     for key in ("jupyterhub_admin_users", "jupyterhub_allowed_users"):
         for name in v.get(key) or []:
@@ -249,7 +255,7 @@ def facts(v: dict[str, Any]) -> FactRequest:
         dpkg={"python3-venv"},
         venvs={v["jupyterhub_venv"]},
         files={v["jupyterhub_config_dir"], v["jupyterhub_state_dir"]},
-        content={config_path(v), UNIT_PATH},
+        content={config_path(v), UNIT_PATH, pip_constraints_path(v["jupyterhub_venv"])},
         secret={secret_path(v), *(service_token_file(s["name"]) for s in token_services(v))},
         units={UNIT},
     )
@@ -289,7 +295,8 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
               "{}")
     actions = [
         plan_apt(facts, {"python3-venv": None}),
-        plan_pip(facts, venv, requirements(v), name="jupyterhub packages", notify=(HANDLER,)),
+        plan_pip(facts, venv, requirements(v), name="jupyterhub packages", notify=(HANDLER,),
+                 constraints=pins.for_vars(v)),
         plan_directory(facts, v["jupyterhub_config_dir"], mode="0755"),
         plan_directory(facts, v["jupyterhub_state_dir"], mode="0700"),
         plan_secret(facts, secret_path(v), notify=(HANDLER,)),

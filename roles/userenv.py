@@ -17,7 +17,8 @@ from typing import Any
 
 from provision.facts import FactRequest, Facts
 from provision.role import HubContribution
-from provision.steps import Action, plan_apt, plan_pip, req_name_version
+from provision import pins
+from provision.steps import Action, pip_constraints_path, plan_apt, plan_pip, req_name_version
 from provision.variables import Var
 
 NAME = "userenv"
@@ -56,7 +57,8 @@ def requirements(v: dict[str, Any]) -> list[str]:
 
 def facts(v: dict[str, Any]) -> FactRequest:
     return FactRequest(dpkg={"python3-venv", *v["jupyterhub_user_apt_packages"]},
-                       venvs={v["jupyterhub_user_venv"]})
+                       venvs={v["jupyterhub_user_venv"]},
+                       content={pip_constraints_path(v["jupyterhub_user_venv"])})
 
 
 def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
@@ -67,7 +69,7 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
         actions.append(act)
     # No notify: servers import from it as it grows; nothing needs a restart.
     actions.append(plan_pip(facts, v["jupyterhub_user_venv"], requirements(v),
-                            name="users' packages"))
+                            name="users' packages", constraints=pins.for_vars(v)))
     return actions
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from provision.hubclient import HubClient, pinned_context, trusted_context
-from provision.steps import req_name_version
+from provision import pins
+from provision.facts import normalize_dist
+from provision.steps import pip_constraints_path, req_name_version, same_version
 from provision.variables import byte_count
 from roles import apache, jupyterhub, nodejs, proxy, shared, userenv
 from roles._common import active_users, hub_api_url, hub_urls
@@ -69,13 +71,37 @@ def _check_venv(host, venv: str, requirements: list[str]) -> None:
                        f"{wrong}")
 
 
+def _all_versions(host, venv: str) -> dict[str, str]:
+    code = ("import importlib.metadata as m, json\n"
+            "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))")
+    out = host.run(f"{venv}/bin/python -c {shlex.quote(code)}")
+    assert out.rc == 0, f"cannot list the packages in {venv}: {out.stderr.strip()[-300:]}"
+    return {normalize_dist(n): v for n, v in json.loads(out.stdout).items()}
+
+
+def _check_pin_set(host, hv, venv: str, requirements: list[str]) -> None:
+    """Every installed package the pin set names is at the set's version (dependencies
+    included), and the venv holds the constraints it was installed with."""
+    text = pins.effective(pins.for_vars(hv), requirements)
+    held = host.file(pip_constraints_path(venv))
+    assert held.exists and held.content_string == text, (
+        f"{pip_constraints_path(venv)} is not the JupyterHub {hv['jupyterhub_version']} "
+        "pin set")
+    pinned = pins.parse(text)
+    wrong = {n: (have, pinned[n]) for n, have in _all_versions(host, venv).items()
+             if n in pinned and not same_version(have, pinned[n])}
+    assert not wrong, f"{venv}: not the pin set's versions (found, pinned): {wrong}"
+
+
 def test_hub_packages(host, hv):
     _check_venv(host, hv["jupyterhub_venv"], jupyterhub.requirements(hv))
+    _check_pin_set(host, hv, hv["jupyterhub_venv"], jupyterhub.requirements(hv))
 
 
 def test_users_packages(host, hv):
     venv = hv["jupyterhub_user_venv"]
     _check_venv(host, venv, userenv.requirements(hv))
+    _check_pin_set(host, hv, venv, userenv.requirements(hv))
     assert host.file(f"{venv}/bin/jupyterhub-singleuser").exists, "no single-user server"
     for pkg in hv["jupyterhub_user_apt_packages"]:
         assert host.package(pkg).is_installed, f"Debian package {pkg} is not installed"
