@@ -51,7 +51,8 @@ from ._common import Health, active_users, check_health, home_of, hub_urls, serv
 
 NAME = "jupyterhub"
 SUMMARY = (
-    "a virtualenv with pinned jupyterhub, jupyterlab, notebook; `jupyterhub_config.py` "
+    "the hub's virtualenv (jupyterhub, its spawner and services, every package at the "
+    "release's pin set); `jupyterhub_config.py` "
     "from a template (values as Python literals, validated before install); cookie secret "
     "0600; `jupyterhub.service` restarted only when something it uses changed, then "
     "checked at `/hub/api` and rolled back if it does not answer"
