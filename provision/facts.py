@@ -180,6 +180,7 @@ class VenvFact:
     exists: bool
     dists: dict[str, str]
     python_version: str | None
+    constraints: str | None = None  # the pin set it was installed with, if any
 
 
 class UnrequestedFact(LookupError):
@@ -277,7 +278,7 @@ def parse_collected(raw: dict[str, Any]) -> Facts:
         cfg = v.get("pyvenv_cfg") or ""
         m = re.search(r"^version(?:_info)?\s*=\s*(\S+)", cfg, re.M)
         venvs[path] = VenvFact(v.get("exists", False), parse_dist_infos(v.get("dists", [])),
-                               m.group(1) if m else None)
+                               m.group(1) if m else None, v.get("constraints"))
     return Facts(
         users=parse_passwd(reads.get("/etc/passwd") or ""),
         groups=parse_group(reads.get("/etc/group") or ""),

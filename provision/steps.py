@@ -459,7 +459,6 @@ def plan_pip(facts: Facts, venv: str, requirements: Sequence[str], *,
     With ``constraints`` (a pin set's text, see ``provision.pins``) every install is
     constrained by it (``pip install -c``, the file kept in the venv), and any installed
     package whose version is not the pin set's is a change too, dependencies included.
-    The caller's facts() must ask for ``pip_constraints_path(venv)``'s content.
 
     Example: ``plan_pip(facts, "/opt/jupyterhub", ["jupyterhub==6.1.1"])``
     """
@@ -494,7 +493,7 @@ def plan_pip(facts: Facts, venv: str, requirements: Sequence[str], *,
     pip = [f"{venv}/bin/pip", "install", "--no-input", "--quiet", "--disable-pip-version-check"]
     if constraints:
         path = pip_constraints_path(venv)
-        if facts.file(path).content != constraints.encode():
+        if v.constraints != constraints:
             act.ops.append(Upload(path, constraints.encode(), "0644"))
             lines.append(f"~ {path}: the pin set")
         pip += ["-c", path]

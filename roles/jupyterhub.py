@@ -39,7 +39,6 @@ from provision.steps import (
     plan_apt,
     plan_directory,
     plan_file,
-    pip_constraints_path,
     plan_pip,
     plan_secret,
     plan_service_started_by,
@@ -256,7 +255,7 @@ def facts(v: dict[str, Any]) -> FactRequest:
         dpkg={"python3-venv"},
         venvs={v["jupyterhub_venv"]},
         files={v["jupyterhub_config_dir"], v["jupyterhub_state_dir"]},
-        content={config_path(v), UNIT_PATH, pip_constraints_path(v["jupyterhub_venv"])},
+        content={config_path(v), UNIT_PATH},
         secret={secret_path(v), *(service_token_file(s["name"]) for s in token_services(v))},
         units={UNIT},
     )

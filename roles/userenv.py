@@ -18,7 +18,7 @@ from typing import Any
 from provision.facts import FactRequest, Facts
 from provision.role import HubContribution
 from provision import pins
-from provision.steps import Action, pip_constraints_path, plan_apt, plan_pip, req_name_version
+from provision.steps import Action, plan_apt, plan_pip, req_name_version
 from provision.variables import Var
 
 NAME = "userenv"
@@ -57,8 +57,7 @@ def requirements(v: dict[str, Any]) -> list[str]:
 
 def facts(v: dict[str, Any]) -> FactRequest:
     return FactRequest(dpkg={"python3-venv", *v["jupyterhub_user_apt_packages"]},
-                       venvs={v["jupyterhub_user_venv"]},
-                       content={pip_constraints_path(v["jupyterhub_user_venv"])})
+                       venvs={v["jupyterhub_user_venv"]})
 
 
 def plan(v: dict[str, Any], facts: Facts) -> list[Action]:

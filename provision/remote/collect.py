@@ -83,7 +83,9 @@ def dpkg_stanzas(names):
 
 def venv_fact(root):
     out = {"exists": os.path.isfile(os.path.join(root, "bin", "python")), "dists": [],
-           "pyvenv_cfg": read_text(os.path.join(root, "pyvenv.cfg"))}
+           "pyvenv_cfg": read_text(os.path.join(root, "pyvenv.cfg")),
+           # the pin set it was installed with (steps.pip_constraints_path)
+           "constraints": read_text(os.path.join(root, "jhprovision-constraints.txt"))}
     lib = os.path.join(root, "lib")
     try:
         for pydir in os.listdir(lib):

@@ -163,7 +163,9 @@ class HostState:
         if root not in self.venvs:
             return {"exists": False, "dists": [], "pyvenv_cfg": None}
         cfg = f"home = /usr/bin\ninclude-system-site-packages = false\nversion = {self.python}\n"
-        return {"exists": True, "dists": list(self.venvs[root]), "pyvenv_cfg": cfg}
+        held = self.files.get(f"{root}/jhprovision-constraints.txt", {}).get("content")
+        return {"exists": True, "dists": list(self.venvs[root]), "pyvenv_cfg": cfg,
+                "constraints": held.decode() if held is not None else None}
 
     def _systemctl_show(self, units: list[str], props: list[str]) -> str:
         if not units:

@@ -84,3 +84,15 @@ def test_parse_refuses_what_is_not_a_pin():
     with pytest.raises(ValueError, match="not a pin"):
         pins.parse("tornado>=6\n")
     assert pins.parse("# comment\n\nJupyter_Server==2.1.0  # x\n") == {"jupyter-server": "2.1.0"}
+
+
+def test_the_collector_reads_the_pin_set_where_plan_pip_keeps_it(tmp_path):
+    from provision.remote import collect
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text("")
+    held = pip_constraints_path(str(venv))
+    with open(held, "w") as fh:
+        fh.write("tornado==6.5\n")
+    assert collect.venv_fact(str(venv))["constraints"] == "tornado==6.5\n"
