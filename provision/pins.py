@@ -133,23 +133,26 @@ def for_vars(v: dict) -> str:
 
 
 def check_release(v: dict) -> list[tuple[str, str]]:
-    """A pin set ships for the release, and the inventory's own pins agree with it."""
+    """A pin set ships for the host's ``jupyterhub_version``."""
+    release = str(v.get("jupyterhub_version"))
+    if path_for(release).is_file():
+        return []
+    have = ", ".join(releases()) or "none"
+    return [("jupyterhub_version", f"no pin set ships for JupyterHub {release} "
+             f"(constraints/: {have}): choose one of those, or make one with "
+             f"`invoke constraints --release {release}`")]
+
+
+def check_versions(v: dict, dists: dict[str, str]) -> list[tuple[str, str]]:
+    """A role's own version variables (``{key: distribution}``) agree with the pin set of
+    the host's release (nothing to say when there is no set: check_release says it)."""
     release = str(v.get("jupyterhub_version"))
     try:
-        _, pins = load(release)
+        _, pinned = load(release)
     except FileNotFoundError:
-        have = ", ".join(releases()) or "none"
-        return [("jupyterhub_version", f"no pin set ships for JupyterHub {release} "
-                 f"(constraints/: {have}): choose one of those, or make one with "
-                 f"`invoke constraints --release {release}`")]
-    problems = []
-    for key in ("jupyterlab_version", "notebook_version", "jupyterhub_idle_culler_version",
-                "jupyterhub_systemdspawner_version"):
-        dist = {"jupyterlab_version": "jupyterlab", "notebook_version": "notebook",
-                "jupyterhub_idle_culler_version": "jupyterhub-idle-culler",
-                "jupyterhub_systemdspawner_version": "jupyterhub-systemdspawner"}[key]
-        if key in v and dist in pins and v[key] != pins[dist]:
-            problems.append((key, f"{v[key]} is not the JupyterHub {release} pin set's "
-                             f"{dist} {pins[dist]}: leave it out, or make a pin set with "
-                             f"`invoke constraints --release {release}`"))
-    return problems
+        return []
+    return [(key, f"{v[key]} is not the JupyterHub {release} pin set's {dist} "
+                  f"{pinned[dist]}: leave it out, or make a pin set with "
+                  f"`invoke constraints --release {release}`")
+            for key, dist in dists.items()
+            if key in v and dist in pinned and v[key] != pinned[dist]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from provision import pins
 from provision.role import HubContribution, HubRole, HubService
 from provision.stack import stack
 from provision.variables import Var
@@ -44,7 +45,8 @@ def enabled(v: dict[str, Any]) -> bool:
 
 
 def check(v: dict[str, Any]) -> list[tuple[str, str]]:
-    problems = []
+    problems = pins.check_versions(
+        v, {"jupyterhub_idle_culler_version": "jupyterhub-idle-culler"})
     for key in ("jupyterhub_idle_timeout", "jupyterhub_idle_max_age"):
         if v[key] < 0:
             problems.append((key, "must be 0 (off) or a number of seconds"))

@@ -153,7 +153,8 @@ def token_services(v: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def check(v: dict[str, Any]) -> list[tuple[str, str]]:
-    problems = pins.check_release(v)
+    problems = pins.check_release(v) + pins.check_versions(
+        v, {"jupyterlab_version": "jupyterlab", "notebook_version": "notebook"})
     names = {u.get("name") for u in v.get("users") or [] if isinstance(u, dict)}
     for key in ("jupyterhub_admin_users", "jupyterhub_allowed_users"):
         for name in v.get(key) or []:

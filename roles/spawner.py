@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from provision import pins
 from provision.role import HubContribution
 from provision.stack import USER_UNIT_TEMPLATE
 from provision.variables import Var, byte_count
@@ -54,7 +55,8 @@ def enabled(v: dict[str, Any]) -> bool:
 
 
 def check(v: dict[str, Any]) -> list[tuple[str, str]]:
-    problems = []
+    problems = pins.check_versions(
+        v, {"jupyterhub_systemdspawner_version": "jupyterhub-systemdspawner"})
     if not enabled(v):
         for key in ("jupyterhub_mem_limit", "jupyterhub_cpu_limit"):
             if v[key] is not None:

@@ -40,7 +40,7 @@ def test_a_release_without_a_pin_set_is_refused_naming_the_key():
 
 def test_an_own_version_that_is_not_the_sets_is_refused():
     v = inventory_vars() | {"jupyterlab_version": "4.0.0"}
-    (problem,) = pins.check_release(v)
+    (problem,) = jupyterhub.check(v)
     assert problem[0] == "jupyterlab_version" and "pin set's jupyterlab" in problem[1]
 
 
