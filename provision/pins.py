@@ -70,11 +70,10 @@ def effective(text: str, requirements: Sequence[str]) -> str:
     """The constraints a venv installs with: the pin set, less the pins of requirements
     pinned to another version (a course's own numpy==... wins; pip checks the rest still
     fit)."""
+    from .steps import req_name_version  # steps imports this module in plan_pip
+
     pinned = parse(text)
-    mine = {}
-    for req in requirements:
-        name, _, version = req.partition("==")
-        mine[normalize_dist(name.split("[", 1)[0])] = version
+    mine = dict(req_name_version(r) for r in requirements)
     return without(text, {n for n, ver in mine.items() if ver and pinned.get(n, ver) != ver})
 
 

@@ -225,10 +225,7 @@ class HostRun:
                 bad = next((r for r in mine if not r.ok), None)
                 if bad is not None:
                     result.status = "failed"
-                    result.error = ProvisionError(
-                        f"command failed on {self.host.name}", host=self.host.name,
-                        step=action.name, command=bad.command, rc=bad.rc,
-                        stderr=bad.err or bad.out).as_dict()
+                    result.error = self.transport.failed(bad, step=action.name).as_dict()
                 elif len(mine) < owner.count(index):  # never reached: the batch broke
                     result.status = "failed"
                     err = failure or ProvisionError("not run", host=self.host.name)

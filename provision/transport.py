@@ -161,15 +161,15 @@ class Transport(ABC):
             exc.step = exc.step or step
             raise
         if check and result.rc != 0:
-            raise ProvisionError(
-                f"command failed on {self.name}",
-                host=self.name,
-                step=step,
-                command=display or command,
-                rc=result.rc,
-                stderr=result.err or result.out,
-            )
+            raise self.failed(result, step=step, command=display or command)
         return result
+
+    def failed(self, result: Result, *, step: str | None, command: str | None = None
+               ) -> ProvisionError:
+        """The error for a command that exited non-zero (``run``'s, and a batch's)."""
+        return ProvisionError(f"command failed on {self.name}", host=self.name, step=step,
+                              command=command or result.command, rc=result.rc,
+                              stderr=result.err or result.out)
 
     def run_batch(self, ops: Sequence[BatchOp], *, step: str | None = None) -> list[Result]:
         """Run ``ops`` in order on the host in one round trip (``BATCH_PROGRAM``),
