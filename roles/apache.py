@@ -306,21 +306,13 @@ def check_acme(v: dict[str, Any], s: Site) -> list[tuple[str, str]]:
     problems = []
     for key, name in [("apache_server_name", s.server_name)] + [
             ("apache_server_aliases", a) for a in s.aliases]:
-        if _is_ip_text(name) or is_loopback(name):
+        if subject_alt_name(name).startswith("IP:") or is_loopback(name):
             problems.append((key, f"{name!r}: with apache_tls: acme every name must be a "
                              "DNS name the CA can reach on port 80 (not an IP address or "
                              "localhost); set apache_server_name"))
     if v.get("apache_acme_ca_root"):
         problems += check_ca_root(v["apache_acme_ca_root"])
     return problems
-
-
-def _is_ip_text(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 def check(v: dict[str, Any]) -> list[tuple[str, str]]:
