@@ -299,11 +299,6 @@ def drop_default_route(name: str, wait: float = 10.0) -> None:
     run(["ip", "-n", name, "route", "del", "default"])
 
 
-def has_default_route(name: str) -> bool:
-    return bool(run(["ip", "-n", name, "route", "show", "default"], check=False)
-                .stdout.strip())
-
-
 def lan_ports() -> list[str]:
     """The veth ends on the lab's bridge (one per host attached), [] without the bridge."""
     if not netns_path(config.LAN_NETNS).exists():
