@@ -90,14 +90,21 @@ class HostRun:
             self.display.host_line(self.host.name, "note", text)
 
     # ------------------------------------------------------------------ actions
-    def apply(self, role: str, action: Action) -> StepResult:
+    def _result(self, role: str, action: Action) -> StepResult:
+        """A step's result before it runs (its note said): ok, or changed with its
+        commands."""
         result = StepResult(role, action.name, "changed" if action.changed else "ok",
                             diff=action.diff)
         if action.note:
             self.note(action.note)
+        if action.changed:
+            result.commands = [op.shown() for op in action.ops]
+        return result
+
+    def apply(self, role: str, action: Action) -> StepResult:
+        result = self._result(role, action)
         if not action.changed:
             return result
-        result.commands = [op.shown() for op in action.ops]
         refusal = next((op for op in action.ops if isinstance(op, Refuse)), None)
         if refusal:
             result.status = "failed"
@@ -214,12 +221,8 @@ class HostRun:
             stop.set()
         out = []
         for index, action in enumerate(actions):
-            result = StepResult(role, action.name, "changed" if action.changed else "ok",
-                                diff=action.diff)
-            if action.note:
-                self.note(action.note)
+            result = self._result(role, action)
             if action.changed:
-                result.commands = [op.shown() for op in action.ops]
                 mine = [r for r, o in zip(done, owner, strict=False) if o == index]
                 result.duration = sum(r.duration for r in mine)
                 bad = next((r for r in mine if not r.ok), None)
