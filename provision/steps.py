@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .facts import Facts, FileFact, normalize_dist
+from .facts import Facts, FileFact, VenvFact, normalize_dist
 
 APT_ENV = ["env", "DEBIAN_FRONTEND=noninteractive", "NEEDRESTART_MODE=a"]
 MASK = "(secret: content not shown)"
@@ -452,7 +452,8 @@ def pip_constraints_path(venv: str) -> str:
 
 def plan_pip(facts: Facts, venv: str, requirements: Sequence[str], *,
              python: str = "/usr/bin/python3", notify: Sequence[str] = (),
-             name: str | None = None, constraints: str | None = None) -> Action:
+             name: str | None = None, constraints: str | None = None,
+             have: VenvFact | None = None) -> Action:
     """Ensure a virtualenv at ``venv`` with ``requirements`` ('name' or 'name==version').
 
     Installed versions are read from dist-info folders; a pin that differs is a change.
@@ -460,12 +461,15 @@ def plan_pip(facts: Facts, venv: str, requirements: Sequence[str], *,
     constrained by it (``pip install -c``, the file kept in the venv), and any installed
     package whose version is not the pin set's is a change too, dependencies included.
 
+    ``have`` replaces what the facts say is there (``provision.envs`` builds a new
+    environment from nothing).
+
     Example: ``plan_pip(facts, "/opt/jupyterhub", ["jupyterhub==6.1.1"])``
     """
     from .pins import effective, parse
 
     act = Action(name or f"pip {venv}", notify=tuple(notify), long=True)
-    v = facts.venv(venv)
+    v = have if have is not None else facts.venv(venv)
     if constraints:
         constraints = effective(constraints, requirements)
     pins = parse(constraints) if constraints else {}

@@ -14,9 +14,10 @@ tokens, RBAC roles, config lines, packages): this role renders them all, and nam
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
-from provision import pins
+from provision import envs, pins
 from provision.errors import ConfigError, ProvisionError
 from provision.facts import FactRequest, Facts
 from provision.render import render
@@ -39,10 +40,10 @@ from provision.steps import (
     plan_apt,
     plan_directory,
     plan_file,
-    plan_pip,
     plan_secret,
     plan_service_started_by,
     plan_unit,
+    same_version,
 )
 from provision.variables import Var
 
@@ -126,12 +127,13 @@ VARIABLES = [
         "jupyterhub_config.py (checked to compile and load before it is installed)."),
 ]
 
-AFTER = ("users", "wheel", "userenv")
+AFTER = ("users", "wheel")
 REQUIRES = ("proxy",)
 
 UNIT = HUB_UNIT
 UNIT_PATH = f"/etc/systemd/system/{UNIT}"
 HANDLER = HUB_HANDLER
+UPGRADE_HANDLER = "upgrade jupyterhub"
 
 
 def config_path(v: dict[str, Any]) -> str:
@@ -189,6 +191,23 @@ def check(v: dict[str, Any]) -> list[tuple[str, str]]:
 def requirements(v: dict[str, Any]) -> list[str]:
     contributed = [p for c in contributions(v) for p in c.packages]
     return [f"jupyterhub=={v['jupyterhub_version']}", *contributed]
+
+
+def hub_env(v: dict[str, Any]) -> str:
+    """The environment the pin set wants (jupyterhub_venv links to it, see provision.envs)."""
+    return envs.env_path(v["jupyterhub_venv"], pins.for_vars(v), requirements(v))
+
+
+def proven_file(v: dict[str, Any]) -> str:
+    """Names the environment the hub last answered from with this database."""
+    return f"{v['jupyterhub_state_dir']}/jhprovision-hub-env"
+
+
+def backups_dir(v: dict[str, Any]) -> str:
+    return f"{v['jupyterhub_state_dir']}/backups"
+
+
+BACKUPS_KEPT = 3
 
 
 def _hub_context(v: dict[str, Any]) -> dict[str, Any]:
@@ -260,6 +279,8 @@ def facts(v: dict[str, Any]) -> FactRequest:
         secret={secret_path(v), *(service_token_file(s["name"]) for s in token_services(v))},
         units={UNIT},
     )
+    req.merge(envs.facts_for(v["jupyterhub_venv"], hub_env(v)))
+    req.files.add(db_path(v))
     for u in active_users(v):
         req.files.update(f"~{u['name']}/{rel}" for rel in _notebook_parts(v))
     return req
@@ -285,10 +306,30 @@ def _notebook_dirs(v: dict[str, Any], facts: Facts) -> list[Action]:
     return out
 
 
+def db_path(v: dict[str, Any]) -> str:
+    return stack(v).hub_db_url.removeprefix("sqlite:///")
+
+
+def _upgrade_steps(v: dict[str, Any], facts: Facts) -> list[str]:
+    """What the handler does at the switch, for the diff of --check and of the run."""
+    old = facts.venv(v["jupyterhub_venv"]).dists.get("jupyterhub")
+    new = v["jupyterhub_version"]
+    lines = [f"~ jupyterhub {old} -> {new}"] if old and old != new else []
+    if facts.file(db_path(v)).exists:
+        lines += [f"+ stop the hub; back up {db_path(v)} to {backups_dir(v)}/ (the last "
+                  f"{BACKUPS_KEPT} kept)",
+                  f"+ jupyterhub upgrade-db (JupyterHub {new})"]
+    lines += [f"+ start the hub; /hub/api must report version {new}, else the previous "
+              "environment, database and config are put back",
+              "- environments older than the previous one"]
+    return lines
+
+
 def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
     config = render_config(v)
     venv = v["jupyterhub_venv"]
-    loader = (f"{venv}/bin/python", "-c",
+    # The config is checked by the loader of the environment the hub will run from.
+    loader = (f"{hub_env(v)}/bin/python", "-c",
               "import os,sys\n"
               "from traitlets.config.loader import PyFileConfigLoader\n"
               "p = sys.argv[1]\n"
@@ -296,8 +337,9 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
               "{}")
     actions = [
         plan_apt(facts, {"python3-venv": None}),
-        plan_pip(facts, venv, requirements(v), name="jupyterhub packages", notify=(HANDLER,),
-                 constraints=pins.for_vars(v)),
+        *envs.plan_env(facts, venv, requirements(v), constraints=pins.for_vars(v),
+                       name="jupyterhub packages", handler=UPGRADE_HANDLER,
+                       notify=(HANDLER,), switch_note=_upgrade_steps(v, facts)),
         plan_directory(facts, v["jupyterhub_config_dir"], mode="0755"),
         plan_directory(facts, v["jupyterhub_state_dir"], mode="0700"),
         plan_secret(facts, secret_path(v), notify=(HANDLER,)),
@@ -327,27 +369,116 @@ def wait_for_api(run: HostRun, limit: float) -> Health:
     return check_health(run, UNIT, stack(run.vars).hub_api_url, limit, step=HANDLER)
 
 
+# The first half of a switch to a new environment, on the host in one round trip: stop the
+# hub, copy its database (the copies beyond the last KEEP removed), point the venv's path
+# at the new environment (envs.SWITCH, given as an argument), run `jupyterhub upgrade-db`
+# from it. Prints one JSON line: the environment to go back to, the backup, the version
+# it upgraded from, upgrade-db's exit code and output tail.
+UPGRADE_SCRIPT = r"""import glob, json, os, shutil, subprocess, sys, time
+unit, link, target, db, backups, keep, config, proven_file, switch, legacy = sys.argv[1:11]
+def version(env):
+    for d in glob.glob(env + "/lib/python*/site-packages/jupyterhub-*.dist-info"):
+        return d.rsplit("/", 1)[1][len("jupyterhub-"):-len(".dist-info")]
+    return None
+cur = os.readlink(link) if os.path.islink(link) else (link if os.path.isdir(link) else None)
+try:
+    proven = open(proven_file).read().strip() or None
+except OSError:
+    proven = None
+if cur == link:
+    previous = legacy
+elif proven and proven != target and os.path.isdir(proven):
+    previous = proven
+elif cur and cur != target:
+    previous = cur
+else:
+    previous = None
+out = {"previous": previous, "from": version(link) if cur else None, "backup": None}
+try:
+    subprocess.run(["systemctl", "stop", "--", unit], check=True, capture_output=True)
+    if os.path.isfile(db):
+        os.makedirs(backups, mode=0o700, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        out["backup"] = "%s/jupyterhub-%s-%s.sqlite" % (backups, stamp, out["from"] or "unknown")
+        shutil.copy2(db, out["backup"])
+        os.chmod(out["backup"], 0o600)
+        for old in sorted(glob.glob(backups + "/jupyterhub-*.sqlite"))[:-int(keep)]:
+            os.remove(old)
+    r = subprocess.run(["sh", "-c", switch, "sh", link, target, legacy], capture_output=True,
+                       text=True)
+    if r.returncode:
+        raise RuntimeError("the switch to %s failed: %s" % (target, r.stderr.strip()))
+    if os.path.isfile(db):
+        r = subprocess.run([link + "/bin/jupyterhub", "upgrade-db", "--config=" + config],
+                           cwd=os.path.dirname(db), capture_output=True, text=True)
+        out["upgrade_rc"] = r.returncode
+        out["upgrade_log"] = (r.stdout + r.stderr).strip().splitlines()[-15:]
+except Exception as exc:
+    out["error"] = str(exc) or type(exc).__name__
+print(json.dumps(out))
+"""
+
+# Back to where UPGRADE_SCRIPT started from: the hub stopped, the previous environment
+# (if any) switched back to, the database copy put back.
+ROLLBACK_SCRIPT = """set -eu
+unit=$1 link=$2 previous=$3 backup=$4 db=$5 switch=$6 legacy=$7
+systemctl stop -- "$unit"
+if [ -n "$previous" ]; then sh -c "$switch" sh "$link" "$previous" "$legacy"; fi
+if [ -n "$backup" ]; then cp --preserve=mode,ownership,timestamps -- "$backup" "$db"; fi
+"""
+
+# The hub answers: its config's .prev goes ($3), its environment ($1) is written to $2.
+PROVEN_SCRIPT = 'rm -f -- "$3" && printf "%s\\n" "$1" > "$2.new" && mv -f -- "$2.new" "$2"'
+
+API_VERSION_SCRIPT = """import json, sys, urllib.request
+print(json.load(urllib.request.urlopen(sys.argv[1], timeout=10)).get("version", ""))
+"""
+
+
+def _api_version(run: HostRun) -> str:
+    res = run.run(["python3", "-c", API_VERSION_SCRIPT, stack(run.vars).hub_api_url],
+                  check=False, step=HANDLER)
+    return res.out.strip() if res.rc == 0 else ""
+
+
+def _hub_failed(run: HostRun, health: Health, what: str) -> tuple[str, str]:
+    """The failure message's start and the hub's log tail (users' servers, which log
+    into the hub's unit while they run in it, left out)."""
+    log, first_error = service_log(run, UNIT, health.since, exclude_comm=("jupyterhub-sing",))
+    after = f" ({health.seconds:.1f} s)" if health.seconds is not None else ""
+    message = f"the hub did not come back {what}{after}: {health.reason}"
+    if first_error:
+        message += f"; the hub's error: {first_error}"
+    return message, log
+
+
+def _put_back_config(run: HostRun) -> bool:
+    path = config_path(run.vars)
+    return run.run(["sh", "-c", 'test -f "$1" && mv -f -- "$1" "$2"', "sh", path + ".prev",
+                    path], check=False).rc == 0
+
+
+def _proven(run: HostRun) -> None:
+    """The hub answers from its environment with its config: the config's .prev (kept
+    only while a change is unproven, so a later failure for another reason never "rolls
+    back" to a stale one) goes, and the environment is the one to go back to."""
+    v = run.vars
+    run.run(["sh", "-c", PROVEN_SCRIPT, "sh", hub_env(v), proven_file(v),
+             config_path(v) + ".prev"], step=HANDLER)
+
+
 def restart_hub(run: HostRun) -> None:
     """Restart the hub and prove it answers; roll back the config if it does not."""
     v = run.vars
+    if UPGRADE_HANDLER in run.notified:
+        return  # the upgrade (re)started the hub, with this run's config, and proved it
     run.run(["systemctl", "restart", "--", UNIT], timeout=120, step=HANDLER)
-    prev = config_path(v) + ".prev"
     health = wait_for_api(run, v["jupyterhub_ready_timeout"])
     if health.ok:
-        # The new config is proven: .prev exists only while a config change is unproven,
-        # so a later failure for another reason never "rolls back" to a stale config.
-        run.run(["rm", "-f", "--", prev], step=HANDLER)
+        _proven(run)
         return
-    # Users' servers log into the hub's unit while they run in it: their lines are not
-    # the hub's error.
-    log, first_error = service_log(run, UNIT, health.since, exclude_comm=("jupyterhub-sing",))
-    rolled = run.run(["sh", "-c", 'test -f "$1" && mv -f -- "$1" "$2"', "sh", prev,
-                      config_path(v)], check=False).rc == 0
-    after = f" ({health.seconds:.1f} s)" if health.seconds is not None else ""
-    message = f"the hub did not come back after a restart{after}: {health.reason}"
-    if first_error:
-        message += f"; the hub's error: {first_error}"
-    if rolled:
+    message, log = _hub_failed(run, health, "after a restart")
+    if _put_back_config(run):
         run.run(["systemctl", "restart", "--", UNIT], timeout=120, check=False)
         back = wait_for_api(run, v["jupyterhub_ready_timeout"]).ok
         message += ("; the previous jupyterhub_config.py was put back and the hub answers "
@@ -357,10 +488,68 @@ def restart_hub(run: HostRun) -> None:
                          command=f"systemctl restart {UNIT}", stderr=log)
 
 
+def upgrade_hub(run: HostRun) -> None:
+    """Switch the hub to its new environment: stop it, back up the database, switch,
+    ``jupyterhub upgrade-db``, start, and prove ``/hub/api`` reports the new version. If
+    anything fails: the previous environment, database copy and config back, the hub
+    started again, and the host failed with the reason and the hub's log tail."""
+    v = run.vars
+    venv, target, new = v["jupyterhub_venv"], hub_env(v), v["jupyterhub_version"]
+    res = run.run(["python3", "-c", UPGRADE_SCRIPT, UNIT, venv, target, db_path(v),
+                   backups_dir(v), str(BACKUPS_KEPT), config_path(v), proven_file(v),
+                   envs.SWITCH, envs.legacy_path(venv)], timeout=600, step=HANDLER, check=False,
+                  display=f"stop the hub, back up its database, switch {venv} to {target}, "
+                          "jupyterhub upgrade-db")
+    try:
+        info = json.loads(res.out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        info = {"error": (res.err.strip().splitlines() or [f"exit code {res.rc}"])[-1]}
+    failure, log = "", ""
+    if info.get("error"):
+        failure = f"the switch to {target} did not finish: {info['error']}"
+    elif info.get("upgrade_rc", 0) != 0:
+        tail = info.get("upgrade_log") or []
+        failure = f"jupyterhub upgrade-db failed (exit {info['upgrade_rc']})" + (
+            f": {tail[-1]}" if tail else "")
+        log = "\n".join(tail)
+    else:
+        run.run(["systemctl", "start", "--", UNIT], timeout=120, step=HANDLER)
+        health = wait_for_api(run, v["jupyterhub_ready_timeout"])
+        if not health.ok:
+            failure, log = _hub_failed(run, health, f"on JupyterHub {new}")
+        elif not same_version(reported := _api_version(run), new):
+            failure = f"/hub/api reports version {reported or '(none)'}, not {new}"
+    if not failure:
+        _proven(run)
+        keep = [target, *([info["previous"]] if info.get("previous") else [])]
+        removed = run.run(envs.prune_argv(venv, keep), step=HANDLER).out.split()
+        if info.get("from") and not same_version(info["from"], new):
+            run.note(f"JupyterHub upgraded {info['from']} -> {new}"
+                     + (f"; database backed up to {info['backup']}" if info["backup"] else "")
+                     + (f"; removed old environments {', '.join(removed)}" if removed else ""))
+        return
+    previous, backup = info.get("previous") or "", info.get("backup") or ""
+    run.run(["sh", "-c", ROLLBACK_SCRIPT, "sh", UNIT, venv, previous, backup, db_path(v),
+             envs.SWITCH, envs.legacy_path(venv)], check=False, timeout=120, step=HANDLER)
+    config_back = _put_back_config(run)
+    run.run(["systemctl", "start", "--", UNIT], timeout=120, check=False)
+    back = wait_for_api(run, v["jupyterhub_ready_timeout"]).ok
+    put = [what for what, done in (("environment " + previous, previous),
+                                   ("database copy " + backup, backup),
+                                   ("previous jupyterhub_config.py", config_back)) if done]
+    failure += ("; put back: " + ", ".join(put) if put else "; nothing to go back to")
+    failure += ("; the hub answers again" if back else "; the hub still does not answer")
+    raise ProvisionError(failure, host=run.host.name, step=HANDLER,
+                         command=f"switch to {target}", stderr=log)
+
+
 def hub_is_active(run: HostRun) -> bool:
     return run.run(["systemctl", "is-active", "--quiet", "--", UNIT], check=False).rc == 0
 
 
-HANDLERS = [Handler(HANDLER, restart_hub, "restart jupyterhub, wait for /hub/api "
+HANDLERS = [Handler(UPGRADE_HANDLER, upgrade_hub, "switch the hub to its new environment: "
+                    "stop it, back up the database, switch, jupyterhub upgrade-db, start, "
+                    "check /hub/api reports the new version (else put everything back)"),
+            Handler(HANDLER, restart_hub, "restart jupyterhub, wait for /hub/api "
                     "(roll back the config if it does not answer)",
                     if_triggered=hub_is_active)]

@@ -9,16 +9,26 @@ servers start from it and find it first on their PATH (terminals included).
 Adding packages installs only what is missing, into the environment running servers use:
 the hub is not restarted, no server is stopped, and the next kernel sees them.
 ``jupyterhub_user_apt_packages`` are system libraries (e.g. libgdal-dev) for them.
+
+A changed pin set (a JupyterHub or JupyterLab upgrade) is another matter: the new
+environment is built beside the one running servers use (``provision.envs``), then the
+handler stops every running server through the hub's API, switches, and starts them
+again, so no server mixes old and new packages. Users see their server restart: open
+notebooks reconnect, kernels start afresh (variables are lost, files are not).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from provision import envs, pins
+from provision.errors import ProvisionError
 from provision.facts import FactRequest, Facts
-from provision.role import HubContribution
-from provision import pins
-from provision.steps import Action, plan_apt, plan_pip, req_name_version
+from provision.role import Handler, HubContribution
+from provision.runner import HostRun
+from provision.stack import API_ENV_FILE, API_TOKEN_ENV, hub_api_url
+from provision.steps import Action, plan_apt, req_name_version
 from provision.variables import Var
 
 NAME = "userenv"
@@ -26,7 +36,10 @@ SUMMARY = ("the users' virtualenv (`jupyterhub_user_venv`): jupyterhub-singleuse
            "JupyterLab, notebook, ipykernel and `jupyterhub_user_packages`; installing a "
            "package restarts nothing")
 
-AFTER = ("users", "wheel")
+# After the hub: when both switch environments, the hub is upgraded first, then users'
+# servers restart through it.
+AFTER = ("users", "wheel", "jupyterhub")
+HANDLER = "switch users' environment"
 
 VARIABLES = [
     Var("jupyterhub_user_venv", "/opt/jupyterhub-user", "dir", "Virtualenv users' servers "
@@ -55,9 +68,13 @@ def requirements(v: dict[str, Any]) -> list[str]:
             f"notebook=={v['notebook_version']}", "ipykernel", *pins, *own]
 
 
+def user_env(v: dict[str, Any]) -> str:
+    return envs.env_path(v["jupyterhub_user_venv"], pins.for_vars(v), requirements(v))
+
+
 def facts(v: dict[str, Any]) -> FactRequest:
-    return FactRequest(dpkg={"python3-venv", *v["jupyterhub_user_apt_packages"]},
-                       venvs={v["jupyterhub_user_venv"]})
+    return FactRequest(dpkg={"python3-venv", *v["jupyterhub_user_apt_packages"]}).merge(
+        envs.facts_for(v["jupyterhub_user_venv"], user_env(v)))
 
 
 def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
@@ -66,10 +83,118 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
         act = plan_apt(facts, dict.fromkeys(v["jupyterhub_user_apt_packages"]))
         act.name = "users' apt packages"
         actions.append(act)
-    # No notify: servers import from it as it grows; nothing needs a restart.
-    actions.append(plan_pip(facts, v["jupyterhub_user_venv"], requirements(v),
-                            name="users' packages", constraints=pins.for_vars(v)))
+    # In place, no notify: servers import from it as it grows; nothing needs a restart.
+    actions += envs.plan_env(
+        facts, v["jupyterhub_user_venv"], requirements(v), constraints=pins.for_vars(v),
+        name="users' packages", handler=HANDLER,
+        switch_note=["+ running users' servers stopped before the switch and started "
+                     "again after it (kernels restart; files are kept)"])
     return actions
+
+
+# Through the hub's API (the jhprovision service's token, which never leaves the host):
+# stop every running server, switch the environment (envs.SWITCH, an argument), start
+# the same servers again and wait for them. Prints one JSON line: restarted, failed
+# ({server: reason}), hub (false if the hub did not answer: then only the switch is made),
+# previous (the environment switched from).
+SWITCH_SCRIPT = r"""import json, os, subprocess, sys, time
+import urllib.error, urllib.parse, urllib.request
+api, envfile, token_env, link, target, switch, legacy, limit = sys.argv[1:9]
+limit = float(limit)
+previous = os.readlink(link) if os.path.islink(link) else legacy if os.path.isdir(link) \
+    else None
+token = [line.split("=", 1)[1].strip() for line in open(envfile)
+         if line.startswith(token_env + "=")][0]
+def call(method, path):
+    req = urllib.request.Request(api + path, method=method, data=b"" if method == "POST"
+                                 else None, headers={"Authorization": "token " + token})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        body = r.read()
+    return json.loads(body) if body else None
+def path(user, server):
+    u = urllib.parse.quote(user, safe="")
+    if not server:
+        return "/users/%s/server" % u
+    return "/users/%s/servers/%s" % (u, urllib.parse.quote(server, safe=""))
+def servers(user):
+    return call("GET", "/users/" + urllib.parse.quote(user, safe="")).get("servers") or {}
+out = {"restarted": [], "failed": {}, "hub": True, "previous": previous}
+try:
+    active = call("GET", "/users?state=active")
+except (OSError, ValueError) as exc:
+    active, out["hub"] = [], False
+running = [(u["name"], s) for u in active for s in (u.get("servers") or {})]
+for user, server in running:
+    call("DELETE", path(user, server))
+deadline = time.time() + limit
+for user, server in running:
+    while server in servers(user) and time.time() < deadline:
+        time.sleep(0.5)
+r = subprocess.run(["sh", "-c", switch, "sh", link, target, legacy], capture_output=True,
+                   text=True)
+if r.returncode:
+    out["switch_error"] = r.stderr.strip()
+for user, server in running:
+    name = user + ("/" + server if server else "")
+    try:
+        call("POST", path(user, server))
+    except urllib.error.HTTPError as exc:
+        out["failed"][name] = "HTTP %d from the hub" % exc.code
+deadline = time.time() + limit
+for user, server in running:
+    name = user + ("/" + server if server else "")
+    if name in out["failed"]:
+        continue
+    while True:
+        s = servers(user).get(server)
+        if s and s.get("ready"):
+            out["restarted"].append(name)
+            break
+        if s is None or time.time() > deadline:
+            out["failed"][name] = ("did not start" if s is None
+                                   else "not ready within %.0f s" % limit)
+            break
+        time.sleep(0.5)
+print(json.dumps(out))
+"""
+
+
+def switch_users_env(run: HostRun) -> None:
+    """Stop running users' servers, switch the users' environment, start them again."""
+    v = run.vars
+    link, target = v["jupyterhub_user_venv"], user_env(v)
+    res = run.run(["python3", "-c", SWITCH_SCRIPT, hub_api_url(v), API_ENV_FILE, API_TOKEN_ENV,
+                   link, target, envs.SWITCH, envs.legacy_path(link),
+                   str(v["jupyterhub_start_timeout"])], check=False, step=HANDLER,
+                  timeout=3 * v["jupyterhub_start_timeout"] + 120,
+                  display=f"stop running users' servers, switch {link} to {target}, "
+                          "start them again")
+    try:
+        info = json.loads(res.out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise ProvisionError(f"the switch of the users' environment to {target} failed",
+                             host=run.host.name, step=HANDLER, stderr=res.err) from None
+    if info.get("switch_error"):
+        raise ProvisionError(f"the users' environment could not be switched to {target}: "
+                             f"{info['switch_error']}", host=run.host.name, step=HANDLER)
+    if info["failed"]:
+        raise ProvisionError(
+            f"the users' environment is now {target}, but these servers did not start again "
+            "on it: " + "; ".join(f"{k}: {r}" for k, r in sorted(info["failed"].items())),
+            host=run.host.name, step=HANDLER)
+    keep = [target, *filter(None, [info.get("previous")])]
+    removed = run.run(envs.prune_argv(link, keep), step=HANDLER).out.split()
+    if info["restarted"] or not info["hub"] or removed:
+        run.note("users' environment switched to " + target.rsplit("/", 1)[1]
+                 + (f"; servers restarted on it: {', '.join(info['restarted'])}"
+                    if info["restarted"] else "")
+                 + ("" if info["hub"] else "; the hub did not answer, so no running server "
+                    "was restarted")
+                 + (f"; removed old environments {', '.join(removed)}" if removed else ""))
+
+
+HANDLERS = [Handler(HANDLER, switch_users_env, "stop running users' servers, switch the "
+                    "users' environment, start them again")]
 
 
 def hub(v: dict[str, Any]) -> HubContribution:

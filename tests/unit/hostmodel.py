@@ -39,7 +39,9 @@ from provision.facts import (
 )
 from provision.inventory import Host
 from provision.role import load_roles
+from provision import envs
 from provision.steps import npm_package_json
+from roles import jupyterhub
 
 HERE = Path(__file__).resolve().parent
 CAPTURED = HERE / "captured"
@@ -159,7 +161,13 @@ class HostState:
                 fact["content_b64"] = base64.b64encode(data).decode()
         return fact
 
+    def real(self, path: str) -> str:
+        """``path`` with a symlink at it followed (a venv's path links to its environment)."""
+        f = self.files.get(path)
+        return f["target"] if f and f["type"] == "link" else path
+
     def _venv_fact(self, root: str) -> dict[str, Any]:
+        root = self.real(root)
         if root not in self.venvs:
             return {"exists": False, "dists": [], "pyvenv_cfg": None}
         cfg = f"home = /usr/bin\ninclude-system-site-packages = false\nversion = {self.python}\n"
@@ -229,6 +237,10 @@ class HostState:
                 answer = fail(argv)
                 if answer:
                     return answer
+            if argv[:2] == ["cat", "--"]:  # reads answer from the declared files
+                f = self.files.get(argv[2])
+                return (0, f["content"].decode(), "") if f and f["type"] == "file" else \
+                    (1, "", f"cat: {argv[2]}: No such file or directory\n")
             return 0, "", ""
 
         return respond
@@ -321,14 +333,62 @@ class Shell:
         elif script == PUT_SCRIPT:
             path, mode, owner, group = args[:4]
             self.st.add_file(path, stdin or b"", mode, owner, group)
+        elif script == envs.SWITCH:
+            self.switch(*args)
+        elif script == envs.PRUNE:
+            return 0, "".join(f"{p}\n" for p in self.prune(args[0], args[1:])), ""
+        elif script == jupyterhub.ROLLBACK_SCRIPT:
+            unit, link, previous, backup, db = args[:5]
+            self.st.units.setdefault(unit, {}).update(ActiveState="inactive", SubState="dead")
+            if previous:
+                self.switch(link, previous, args[6])
+            if backup:
+                self.st.files[db] = copy.deepcopy(self.st.files[backup])
+        elif script == jupyterhub.PROVEN_SCRIPT:
+            self.st.add_file(args[1], args[0] + "\n")
+            self.st.files.pop(args[2], None)
         else:
             raise UnmodelledCommand(f"the host model does not run the script {script[:60]!r}")
+
+    def switch(self, link: str, target: str, legacy: str) -> None:
+        f = self.st.files.get(link)
+        if f and f["type"] == "dir":  # a plain-directory venv moves aside
+            self.st.files[legacy] = self.st.files.pop(link)
+            self.st.venvs[legacy] = self.st.venvs.pop(link)
+        self.st.files[link] = {"type": "link", "mode": "0777", "owner": "root",
+                               "group": "root", "target": target}
+
+    def prune(self, where: str, keep: list[str]) -> list[str]:
+        gone = sorted(p for p in self.st.venvs if p.startswith(where + "/") and p not in keep)
+        for path in gone:
+            del self.st.venvs[path]
+            for name in [n for n in self.st.files if n.startswith(path + "/")]:
+                del self.st.files[name]
+        return gone
 
     def _python3(self, argv, stdin, as_user):
         from roles._common import HEALTH_SCRIPT
 
         if argv[1:3] == ["-c", HEALTH_SCRIPT]:  # the service answers
             return 0, '{"ok": true, "reason": "", "since": 1796000000, "seconds": 0.4}', ""
+        if argv[1:3] == ["-c", jupyterhub.UPGRADE_SCRIPT]:
+            unit, link, target, db, backups = argv[3:8]
+            cur = self.st.files.get(link)
+            previous = (None if cur is None else argv[12] if cur["type"] == "dir"
+                        else cur["target"] if cur["target"] != target else None)
+            was = self.jupyterhub_version(link) if cur else None
+            self.st.units.setdefault(unit, {}).update(ActiveState="inactive", SubState="dead")
+            backup = None
+            if db in self.st.files:
+                backup = f"{backups}/jupyterhub-20261203T120000Z-{was}.sqlite"
+                self.st.files[backup] = copy.deepcopy(self.st.files[db])
+            self.switch(link, target, argv[12])
+            out = {"previous": previous, "from": was, "backup": backup}
+            if db in self.st.files:
+                out.update(upgrade_rc=0, upgrade_log=[])
+            return 0, json.dumps(out) + "\n", ""
+        if argv[1:3] == ["-c", jupyterhub.API_VERSION_SCRIPT]:
+            return 0, self.jupyterhub_version("/opt/jupyterhub") + "\n", ""
         from provision.steps import NOFOLLOW_CHOWN
 
         if argv[1:4] == ["-I", "-c", NOFOLLOW_CHOWN]:
@@ -339,8 +399,23 @@ class Shell:
             return None
         raise UnmodelledCommand(f"the host model does not run python3 {argv[1:3]}")
 
+    def jupyterhub_version(self, venv: str) -> str:
+        for d in self.st.venvs.get(self.st.real(venv), []):
+            if d.startswith("jupyterhub-"):
+                return d[len("jupyterhub-"):-len(".dist-info")]
+        return ""
+
+    def _cat(self, argv, stdin, as_user):
+        f = self.st.files.get(argv[-1])
+        if not f or f["type"] != "file":
+            return 1, "", f"cat: {argv[-1]}: No such file or directory\n"
+        return 0, f["content"].decode(), ""
+
+    def _test(self, argv, stdin, as_user):
+        return (0 if argv[-1] in self.st.files else 1), "", ""
+
     def _pip(self, argv, stdin, as_user):
-        venv = argv[0].rsplit("/bin/", 1)[0]
+        venv = self.st.real(argv[0].rsplit("/bin/", 1)[0])
         dists = self.st.venvs[venv]
         for req in argv[argv.index("--") + 1:]:
             name, _, version = req.partition("==")
@@ -442,7 +517,12 @@ class Shell:
                                    "group": group, "target": argv[-2]}
 
     def _rm(self, argv, stdin, as_user):
-        self.st.files.pop(argv[-1], None)
+        path = argv[-1]
+        self.st.files.pop(path, None)
+        if "-rf" in argv:
+            self.st.venvs.pop(path, None)
+            for name in [n for n in self.st.files if n.startswith(path + "/")]:
+                del self.st.files[name]
 
     def _systemctl(self, argv, stdin, as_user):
         verb, unit = argv[1], argv[-1]
@@ -452,6 +532,8 @@ class Shell:
             self.st.units.setdefault(unit, {})["UnitFileState"] = "enabled"
         elif verb in ("restart", "start"):
             self._running(unit)
+        elif verb == "stop":
+            self.st.units.setdefault(unit, {}).update(ActiveState="inactive", SubState="dead")
         elif verb == "is-active":
             active = self.st.units.get(unit, {}).get("ActiveState") == "active"
             return (0 if active else 3), "", ""

@@ -23,8 +23,8 @@ from test_runner import GATHER, Lab
 
 # ---------------------------------------------------------------- the registry, real roles
 def test_order_is_computed_from_the_declarations():
-    assert registry().names == ["users", "otp", "wheel", "nodejs", "proxy", "userenv",
-                                "jupyterhub", "apache", "culler", "shared", "spawner"]
+    assert registry().names == ["users", "otp", "wheel", "nodejs", "proxy", "jupyterhub",
+                                "apache", "culler", "shared", "spawner", "userenv"]
     order = registry().names
     for role in registry().roles:
         for dep in (*getattr(role, "AFTER", ()), *getattr(role, "REQUIRES", ())):

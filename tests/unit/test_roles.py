@@ -211,15 +211,18 @@ def test_proxy_on_fresh_host():
 def test_jupyterhub_on_fresh_host():
     v = inventory_vars(jupyterhub_notebook_dir="~/notebooks")
     actions = plan_role("jupyterhub", v, fresh())
+    env = jupyterhub.hub_env(v)  # /opt/jupyterhub links to it (provision.envs)
     assert names(actions) == [
-        "apt python3-venv", "jupyterhub packages", "directory /etc/jupyterhub",
+        "apt python3-venv", "jupyterhub packages",
+        f"jupyterhub packages: use environment {env.rsplit('/', 1)[1]}",
+        "directory /etc/jupyterhub",
         "directory /var/lib/jupyterhub", "secret /var/lib/jupyterhub/jupyterhub_cookie_secret",
         f"secret {jupyterhub.API_ENV_FILE}", "file /etc/jupyterhub/jupyterhub_config.py",
         "directory /home/alice/notebooks", "directory /home/bob/notebooks",
         f"unit {jupyterhub.UNIT}", f"service {jupyterhub.UNIT}",
     ]
     pip = by_name(actions, "jupyterhub packages")
-    assert argvs(pip)[0] == ["/usr/bin/python3", "-m", "venv", "--", "/opt/jupyterhub"]
+    assert argvs(pip)[0] == ["/usr/bin/python3", "-m", "venv", "--", env]
     # the hub's own packages only: JupyterLab and the rest are in the users' virtualenv
     assert argvs(pip)[1][-3:] == ["jupyterhub==6.1.1", "jupyterhub-idle-culler==2.0.0",
                                   "jupyterhub-systemdspawner==1.0.2"]
@@ -227,7 +230,7 @@ def test_jupyterhub_on_fresh_host():
     assert len(config.ops) == 1  # nothing to keep as .prev on a fresh host
     upload = config.ops[0]
     assert isinstance(upload, Upload)
-    assert upload.validate[0] == "/opt/jupyterhub/bin/python" and upload.validate[-1] == "{}"
+    assert upload.validate[0] == f"{env}/bin/python" and upload.validate[-1] == "{}"
     assert upload.content.decode() == jupyterhub.render_config(v)
     assert config.notify == (jupyterhub.HANDLER,)
     assert by_name(actions, "directory /var/lib/jupyterhub").ops[0].argv[3] == "0700"

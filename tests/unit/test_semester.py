@@ -59,12 +59,14 @@ def test_the_hub_gets_the_spawner_package_and_a_limit_change_restarts_only_the_h
 def test_users_venv_holds_the_servers_packages_and_the_hubs_does_not():
     v = inventory_vars(jupyterhub_user_packages=["tabulate"])
     pip = by_name(plan_role("userenv", v, fresh()), "users' packages")
-    assert argvs(pip)[0] == ["/usr/bin/python3", "-m", "venv", "--", "/opt/jupyterhub-user"]
+    env = userenv.user_env(v)  # /opt/jupyterhub-user links to it (provision.envs)
+    assert env.startswith("/opt/jupyterhub-user.envs/")
+    assert argvs(pip)[0] == ["/usr/bin/python3", "-m", "venv", "--", env]
     (install,) = [a for a in argvs(pip) if "install" in a]
     ipykernel = pins.load("6.1.1")[1]["ipykernel"]  # unpinned here: the pin set's
     assert install[-6:] == ["jupyterhub==6.1.1", "jupyterlab==4.6.6", "notebook==7.6.5",
                             f"ipykernel=={ipykernel}", "jsonschema==4.24.1", "tabulate"]
-    assert install[5:7] == ["-c", pip_constraints_path("/opt/jupyterhub-user")]
+    assert install[5:7] == ["-c", pip_constraints_path(env)]
     assert pip.notify == ()
     hub = jupyterhub.requirements(v)
     assert not [r for r in hub if r.startswith(("jupyterlab", "notebook", "tabulate"))]
