@@ -33,17 +33,27 @@ def lab_hosts() -> Iterator[list[lab.LabHost]]:
             raise AssertionError(f"lab.down left traces behind: {left}")
 
 
-@pytest.fixture(scope="module")
-def lab3() -> Iterator[lab.LabHost]:
-    """lab3, for a module that needs a host of its own: booted if it is not running, and
-    taken down at the end of the module only if booted here (so the next module that asks
-    gets a fresh one). Only lab3: such a module runs beside the lab1/lab2 ones
-    (scripts/test.sh runs the two sets at once)."""
+def _own_host(name: str) -> Iterator[lab.LabHost]:
+    """``name``, booted if it is not running, and taken down at the end of the module only
+    if booted here (so the next module that asks gets a fresh one)."""
     before = {h.name for h in lab.status() if h.state == "running"}
-    (host,) = lab.up(names=["lab3"])
+    (host,) = lab.up(names=[name])
     yield host
-    if "lab3" not in before and os.environ.get("LAB_KEEP") != "1":
-        lab.down(["lab3"])
-        left = lab.leftovers("lab3")
+    if name not in before and os.environ.get("LAB_KEEP") != "1":
+        lab.down([name])
+        left = lab.leftovers(name)
         if left:
             raise AssertionError(f"lab.down left traces behind: {left}")
+
+
+@pytest.fixture(scope="module")
+def lab3() -> Iterator[lab.LabHost]:
+    """lab3, for a module that needs a host of its own (marked ``lab3``): scripts/test.sh
+    runs those modules beside the lab1/lab2 ones."""
+    yield from _own_host("lab3")
+
+
+@pytest.fixture(scope="module")
+def lab4() -> Iterator[lab.LabHost]:
+    """lab4, for the modules marked ``lab4`` (upgrades: long, so a session of their own)."""
+    yield from _own_host("lab4")

@@ -160,8 +160,9 @@ def test_ssh_task_passes_the_exit_code(lab_hosts: list[lab.LabHost], tmp_path: P
 def _spare_index() -> int:
     """A host number no one uses yet, so the down test never touches hosts in use."""
     known = {h.name for h in lab.status()}
-    # lab3 belongs to the lab3 modules, which run beside this one (scripts/test.sh)
-    return next(i for i in range(len(NAMES) + 2, config.MAX_HOSTS) if f"lab{i}" not in known)
+    # lab3 and lab4 belong to the lab3 and lab4 modules, which run beside this one
+    # (scripts/test.sh)
+    return next(i for i in range(len(NAMES) + 3, config.MAX_HOSTS) if f"lab{i}" not in known)
 
 
 def test_down_leaves_nothing_behind(lab_hosts: list[lab.LabHost]) -> None:
