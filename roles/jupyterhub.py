@@ -452,10 +452,13 @@ def _hub_failed(run: HostRun, health: Health, what: str) -> tuple[str, str]:
     return message, log
 
 
+PUT_BACK_CONFIG = 'test -f "$1" && mv -f -- "$1" "$2"'
+
+
 def _put_back_config(run: HostRun) -> bool:
     path = config_path(run.vars)
-    return run.run(["sh", "-c", 'test -f "$1" && mv -f -- "$1" "$2"', "sh", path + ".prev",
-                    path], check=False).rc == 0
+    return run.run(["sh", "-c", PUT_BACK_CONFIG, "sh", path + ".prev", path],
+                   check=False).rc == 0
 
 
 def _proven(run: HostRun) -> None:

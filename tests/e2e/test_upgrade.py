@@ -70,6 +70,7 @@ def client(ctx) -> HubClient:
     c = HubClient(ctx["url"], timeout=60)
     c.login(USER, PASSWORD)
     c.start_server(USER, wait=120)
+    c.open_lab(USER)
     return c
 
 

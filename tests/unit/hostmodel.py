@@ -41,7 +41,7 @@ from provision.inventory import Host
 from provision.role import load_roles
 from provision import envs
 from provision.steps import npm_package_json
-from roles import jupyterhub
+from roles import jupyterhub, userenv
 
 HERE = Path(__file__).resolve().parent
 CAPTURED = HERE / "captured"
@@ -344,6 +344,10 @@ class Shell:
                 self.switch(link, previous, args[6])
             if backup:
                 self.st.files[db] = copy.deepcopy(self.st.files[backup])
+        elif script == jupyterhub.PUT_BACK_CONFIG:
+            if args[0] not in self.st.files:
+                return 1, "", ""
+            self.st.files[args[1]] = self.st.files.pop(args[0])
         elif script == jupyterhub.PROVEN_SCRIPT:
             self.st.add_file(args[1], args[0] + "\n")
             self.st.files.pop(args[2], None)
@@ -387,6 +391,13 @@ class Shell:
             if db in self.st.files:
                 out.update(upgrade_rc=0, upgrade_log=[])
             return 0, json.dumps(out) + "\n", ""
+        if argv[1:3] == ["-c", userenv.SWITCH_SCRIPT]:  # no server runs in the model
+            link, target, legacy = argv[6], argv[7], argv[9]
+            cur = self.st.files.get(link)
+            previous = None if cur is None else legacy if cur["type"] == "dir" else cur["target"]
+            self.switch(link, target, legacy)
+            return 0, json.dumps({"restarted": [], "failed": {}, "hub": True,
+                                  "previous": previous}) + "\n", ""
         if argv[1:3] == ["-c", jupyterhub.API_VERSION_SCRIPT]:
             return 0, self.jupyterhub_version("/opt/jupyterhub") + "\n", ""
         from provision.steps import NOFOLLOW_CHOWN
@@ -410,6 +421,9 @@ class Shell:
         if not f or f["type"] != "file":
             return 1, "", f"cat: {argv[-1]}: No such file or directory\n"
         return 0, f["content"].decode(), ""
+
+    def _journalctl(self, argv, stdin, as_user):  # the model's services log nothing
+        return 0, "", ""
 
     def _test(self, argv, stdin, as_user):
         return (0 if argv[-1] in self.st.files else 1), "", ""
