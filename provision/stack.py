@@ -38,6 +38,7 @@ def service_token_file(service: str) -> str:
 API_ENV_FILE = service_token_file(API_SERVICE)
 API_TOKEN_ENV = "JHPROVISION_API_TOKEN"
 HUB_HANDLER = "restart jupyterhub"
+HUB_UPGRADE_HANDLER = "upgrade jupyterhub"
 PROXY_HANDLER = "restart proxy"
 
 _APT_VERSION_RE = re.compile(r"^(?:\d+:)?(\d+\.\d+\.\d+)")

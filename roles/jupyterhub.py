@@ -27,6 +27,7 @@ from provision.stack import (
     API_ENV_FILE,  # noqa: F401 - re-exported: the tests name it as the role's
     HUB_HANDLER,
     HUB_UNIT,
+    HUB_UPGRADE_HANDLER,
     PROXY_ENV_FILE,
     PROXY_UNIT,
     service_token_file,
@@ -133,7 +134,7 @@ REQUIRES = ("proxy",)
 UNIT = HUB_UNIT
 UNIT_PATH = f"/etc/systemd/system/{UNIT}"
 HANDLER = HUB_HANDLER
-UPGRADE_HANDLER = "upgrade jupyterhub"
+UPGRADE_HANDLER = HUB_UPGRADE_HANDLER
 
 
 def config_path(v: dict[str, Any]) -> str:
@@ -546,13 +547,8 @@ def upgrade_hub(run: HostRun) -> None:
                          command=f"switch to {target}", stderr=log)
 
 
-def hub_is_active(run: HostRun) -> bool:
-    return run.run(["systemctl", "is-active", "--quiet", "--", UNIT], check=False).rc == 0
-
-
 HANDLERS = [Handler(UPGRADE_HANDLER, upgrade_hub, "switch the hub to its new environment: "
                     "stop it, back up the database, switch, jupyterhub upgrade-db, start, "
                     "check /hub/api reports the new version (else put everything back)"),
             Handler(HANDLER, restart_hub, "restart jupyterhub, wait for /hub/api "
-                    "(roll back the config if it does not answer)",
-                    if_triggered=hub_is_active)]
+                    "(roll back the config if it does not answer)")]

@@ -4,6 +4,11 @@ The hub does not start the proxy (``ConfigurableHTTPProxy.should_start = False``
 restart leaves running notebook servers reachable. The proxy's API listens on loopback
 only. Its auth token is generated once on the host into a 0600 environment file that
 both units read, so hub and proxy always agree after restarts.
+
+A restarted proxy (a new version, a new Node.js) starts with no routes: the handler asks
+the running hub to put them back (``POST /hub/api/proxy``, by the jhprovision service,
+which this role grants the ``proxy`` scope) and waits until the hub answers through the
+proxy again. The hub itself is not restarted for it.
 """
 
 from __future__ import annotations
@@ -14,9 +19,21 @@ from typing import Any
 from provision.errors import ProvisionError
 from provision.facts import FactRequest, Facts
 from provision.render import render
-from provision.role import Handler
+from provision.role import Handler, HubContribution, HubRole
 from provision.runner import HostRun
-from provision.stack import HUB_HANDLER, PROXY_ENV_FILE, PROXY_HANDLER, PROXY_UNIT, hub_urls, stack
+from provision.stack import (
+    API_ENV_FILE,
+    API_SERVICE,
+    API_TOKEN_ENV,
+    HUB_HANDLER,
+    HUB_UNIT,
+    HUB_UPGRADE_HANDLER,
+    PROXY_ENV_FILE,
+    PROXY_HANDLER,
+    PROXY_UNIT,
+    hub_urls,
+    stack,
+)
 from provision.steps import (
     Action,
     Command,
@@ -145,11 +162,25 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
     return actions
 
 
+# Asks the hub to put its routes back into a fresh proxy (POST /hub/api/proxy), with the
+# jhprovision service's token, which never leaves the host.
+SYNC_ROUTES = r"""import sys, urllib.request
+api, envfile, token_env = sys.argv[1:4]
+token = [line.split("=", 1)[1].strip() for line in open(envfile)
+         if line.startswith(token_env + "=")][0]
+req = urllib.request.Request(api + "/proxy", method="POST", data=b"",
+                             headers={"Authorization": "token " + token})
+urllib.request.urlopen(req, timeout=60)
+"""
+
+# The hub handlers that restart it (and so re-add its routes themselves).
+HUB_RESTARTS = (HUB_HANDLER, HUB_UPGRADE_HANDLER)
+
+
 def restart_proxy(run: HostRun) -> None:
     """(Re)start the proxy and check its API answers (a unit that fails is reported at
-    once, with the proxy's own log). A running hub must then re-add its routes to the
-    fresh proxy: this handler triggers the hub's restart, which runs only if the hub is
-    active."""
+    once, with the proxy's own log); then the running hub's routes are put back
+    (``sync_routes``), unless the hub restarts in this run anyway."""
     run.run(["systemctl", "restart", "--", UNIT], timeout=120, step=HANDLER)
     # Any HTTP answer proves the API listens (without the token it is a 403).
     url = stack(run.vars).proxy_api_url + "/api/routes"
@@ -161,7 +192,34 @@ def restart_proxy(run: HostRun) -> None:
                              + (f"; its error: {first_error}" if first_error else ""),
                              host=run.host.name, step=HANDLER,
                              command=f"systemctl restart {UNIT}", stderr=log)
+    if not run.notified & set(HUB_RESTARTS):
+        sync_routes(run)
 
 
-HANDLERS = [Handler(HANDLER, restart_proxy, "restart configurable-http-proxy (and "
-                    "the hub, which re-adds its routes)", triggers=(HUB_HANDLER,))]
+def sync_routes(run: HostRun) -> None:
+    """A running hub puts its routes back into the fresh proxy; proven by the hub
+    answering through the proxy's public side."""
+    if run.run(["systemctl", "is-active", "--quiet", "--", HUB_UNIT], check=False).rc != 0:
+        return  # the hub adds every route when it starts
+    st = stack(run.vars)
+    res = run.run(["python3", "-c", SYNC_ROUTES, st.hub_api_url, API_ENV_FILE, API_TOKEN_ENV],
+                  check=False, step=HANDLER, timeout=90)
+    public = f"{st.urls.local_url}hub/api"
+    health = check_health(run, HUB_UNIT, public, run.vars["proxy_ready_timeout"],
+                          step=HANDLER) if res.rc == 0 else None
+    if health is None or not health.ok:
+        why = (res.err.strip().splitlines() or [f"exit {res.rc}"])[-1] if res.rc else \
+            health.reason
+        raise ProvisionError(f"the proxy restarted, but the hub's routes did not come back: "
+                             f"{why}", host=run.host.name, step=HANDLER,
+                             command="POST /hub/api/proxy")
+
+
+def hub(v: dict[str, Any]) -> HubContribution:
+    """The jhprovision service may ask the hub to re-sync the proxy's routes."""
+    return HubContribution(roles=[HubRole(f"{API_SERVICE}-proxy", ["proxy"],
+                                          services=[API_SERVICE])])
+
+
+HANDLERS = [Handler(HANDLER, restart_proxy, "restart configurable-http-proxy, then have "
+                    "the running hub put its routes back (the hub is not restarted)")]

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from fakeconfig import exec_config
 from hostmodel import converged, inventory_vars
 from provision.config import REPO
 from provision.facts import FactRequest, UnrequestedFact
 from provision.role import Registry, RoleError, registry
 from provision.runner import pending_marker
 from roles import jupyterhub, proxy
+from roles._common import HEALTH_SCRIPT
 from test_runner import GATHER, Lab
 
 
@@ -143,20 +145,28 @@ def restarts(lab: Lab) -> list[str]:
     return [a[3] for a in lab.argvs("lab1") if a[:2] == ["systemctl", "restart"]]
 
 
-def test_proxy_restart_triggers_a_running_hub_once():
+def test_proxy_restart_puts_the_running_hubs_routes_back_without_restarting_it(monkeypatch):
+    monkeypatch.setenv("JHPROVISION_API_TOKEN", "t0ken")  # as the hub's unit gives it
     v = inventory_vars()
     host = converged(v)
     host.add_file(pending_marker(proxy.HANDLER), "")
     lab = Lab({"lab1": host}, v)
     rep = lab.run().hosts["lab1"]
     assert not rep.failed, rep.error
-    assert rep.handlers == [proxy.HANDLER, jupyterhub.HANDLER]
-    assert restarts(lab) == [proxy.UNIT, jupyterhub.UNIT]
+    assert rep.handlers == [proxy.HANDLER]
+    assert restarts(lab) == [proxy.UNIT]
     argvs = lab.argvs("lab1")
-    # the triggered restart is remembered on the host before the proxy goes down
-    marker = next(i for i, a in enumerate(argvs) if pending_marker(jupyterhub.HANDLER) in a)
-    assert marker < argvs.index(["systemctl", "restart", "--", proxy.UNIT])
-    assert argvs[-1] == ["rm", "-f", "--", pending_marker(jupyterhub.HANDLER)]
+    sync = next(i for i, a in enumerate(argvs) if a[:3] == ["python3", "-c", proxy.SYNC_ROUTES])
+    assert argvs[sync][3:] == ["http://127.0.0.1:8081/hub/api", jupyterhub.API_ENV_FILE,
+                               "JHPROVISION_API_TOKEN"]
+    assert sync > argvs.index(["systemctl", "restart", "--", proxy.UNIT])
+    # proven through the proxy's public side, the hub's unit watched meanwhile
+    check = argvs[sync + 1]
+    assert check[2] == HEALTH_SCRIPT and check[3:5] == [jupyterhub.UNIT,
+                                                        "http://127.0.0.1:8000/hub/api"]
+    # the service asking may do it: the proxy role grants it the scope
+    assert {"name": "jhprovision-proxy", "scopes": ["proxy"], "services": ["jhprovision"]} \
+        in exec_config(jupyterhub.render_config(v))["JupyterHub"]["load_roles"]
 
 
 def test_proxy_restart_leaves_a_stopped_hub_stopped():
@@ -168,9 +178,10 @@ def test_proxy_restart_leaves_a_stopped_hub_stopped():
     rep = lab.run().hosts["lab1"]
     assert rep.handlers == [proxy.HANDLER]
     assert restarts(lab) == [proxy.UNIT]
+    assert not any(a[2:3] == [proxy.SYNC_ROUTES] for a in lab.argvs("lab1"))
 
 
-def test_a_notified_hub_is_not_asked_whether_it_runs():
+def test_a_hub_restarting_anyway_re_adds_its_routes_itself():
     v = inventory_vars()
     host = converged(v)
     host.add_file(pending_marker(proxy.HANDLER), "")
@@ -179,22 +190,20 @@ def test_a_notified_hub_is_not_asked_whether_it_runs():
     rep = lab.run().hosts["lab1"]
     assert rep.handlers == [proxy.HANDLER, jupyterhub.HANDLER]
     assert restarts(lab) == [proxy.UNIT, jupyterhub.UNIT]
-    assert not any(a[:2] == ["systemctl", "is-active"] for a in lab.argvs("lab1"))
+    assert not any(a[2:3] == [proxy.SYNC_ROUTES] for a in lab.argvs("lab1"))
 
 
-def test_triggered_handler_runs_even_when_its_role_is_left_out():
+def test_routes_that_do_not_come_back_fail_the_host():
     v = inventory_vars()
     host = converged(v)
     host.add_file(pending_marker(proxy.HANDLER), "")
-    lab = Lab({"lab1": host}, v)
-    from provision import runner
-    from provision.display import Display
-    from provision.inventory import Host
-
-    only_proxy = [r for r in registry().roles if r.NAME in ("nodejs", "proxy")]
-    report = runner.run([Host("lab1", vars=dict(v, inventory_hostname="lab1"))], only_proxy,
-                        display=Display(lab.out, color=False), transport_factory=lab.factory)
-    assert report.hosts["lab1"].handlers == [proxy.HANDLER, jupyterhub.HANDLER]
+    refused = (1, "", "urllib.error.HTTPError: HTTP Error 403: Forbidden\n")
+    lab = Lab({"lab1": host}, v, fail={"lab1": lambda a: refused
+                                       if a[2:3] == [proxy.SYNC_ROUTES] else None})
+    rep = lab.run().hosts["lab1"]
+    (step,) = [s for s in rep.steps if s.status == "failed"]
+    assert step.error["message"] == ("the proxy restarted, but the hub's routes did not come "
+                                     "back: urllib.error.HTTPError: HTTP Error 403: Forbidden")
 
 
 def test_an_undeclared_notify_fails_the_host_before_anything_runs(monkeypatch):

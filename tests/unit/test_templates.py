@@ -330,8 +330,11 @@ def test_config_with_service_tokens_declares_the_services_and_their_roles(monkey
     monkeypatch.setenv("JHPROVISION_API_TOKEN", "t0ken")
     got = exec_config(jupyterhub.render_config(inventory_vars()))["JupyterHub"]
     assert got["services"] == [{"name": "jhprovision", "api_token": "t0ken"}, CULLER]
-    assert got["load_roles"] == [{"name": "jhprovision", "scopes": ["admin:users",
-                                  "admin:servers"], "services": ["jhprovision"]}, CULLER_ROLE]
+    assert got["load_roles"] == [
+        {"name": "jhprovision", "scopes": ["admin:users", "admin:servers"],
+         "services": ["jhprovision"]},
+        {"name": "jhprovision-proxy", "scopes": ["proxy"], "services": ["jhprovision"]},
+        CULLER_ROLE]
 
 
 def test_compiled_templates_are_cached_only_in_a_directory_of_the_users_alone(tmp_path,
