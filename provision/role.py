@@ -24,7 +24,7 @@ exposing:
   variables, found before connecting.
 
 The order of the roles is computed from ``AFTER``/``REQUIRES``; a cycle, an unknown role
-name, or a ``notify``/``triggers`` naming no handler is an error when the roles are
+name, or a ``notify`` naming no handler is an error when the roles are
 loaded, before any host is touched. Roles hold no SSH code and import no other role: the
 runner gathers facts, runs the ops and the handlers; values several roles share come from
 ``provision.stack``. docs/roles.md walks through adding one.
@@ -54,16 +54,13 @@ class RoleError(Exception):
 class Handler:
     """Runs once per host at the end of a run when notified (e.g. restart a service).
 
-    ``triggers`` names handlers that must run after this one whenever it runs (a proxy
-    restart drops the hub's routes, so it triggers the hub's restart). A handler that is
-    only triggered, not notified, runs when its ``if_triggered`` says so (default: always).
+    Handlers run in role order; one may read ``run.notified`` to leave work to a later
+    one (the proxy's restart leaves the hub's routes to a hub restart that is due anyway).
     """
 
     name: str
     run: Callable[[HostRun], None]
     description: str = ""
-    triggers: tuple[str, ...] = ()
-    if_triggered: Callable[[HostRun], bool] | None = None
 
 
 _TRAIT_RE = re.compile(r"[A-Z][A-Za-z0-9_]*\.[a-z_][A-Za-z0-9_]*")
@@ -194,21 +191,11 @@ def _check_handlers(modules: list[ModuleType]) -> None:
                 raise RoleError(f"handler {h.name!r} is declared by roles {handlers[h.name]} "
                                 f"and {m.NAME}")
             handlers[h.name] = m.NAME
-    position = {name: i for i, name in enumerate(handlers)}
     for m in modules:
         for name in getattr(m, "NOTIFIES", ()):
             if name not in handlers:
                 raise RoleError(f"role {m.NAME}: NOTIFIES {name!r}, which no role handles "
                                 f"(handlers: {', '.join(handlers)})")
-        for h in getattr(m, "HANDLERS", []):
-            for name in h.triggers:
-                if name not in handlers:
-                    raise RoleError(f"handler {h.name!r} triggers {name!r}, which no role "
-                                    "handles")
-                if position[name] <= position[h.name]:
-                    raise RoleError(f"handler {h.name!r} triggers {name!r}, which runs "
-                                    f"before it: role {handlers[name]} must come after "
-                                    f"{m.NAME}")
 
 
 class Registry:

@@ -287,18 +287,9 @@ def _close(transport: Transport) -> None:
 
 
 def _handlers(roles: list[ModuleType], active: list[ModuleType]) -> list[tuple[str, Handler]]:
-    """The handlers this run may run, in dependency order: the active roles' own, and any
-    their handlers trigger (even of a role left out with --roles: a proxy restart still
-    needs the hub to re-add its routes)."""
-    reg = registry()
+    """The handlers this run may run: the active roles' own, in dependency order."""
     wanted = {h.name for r in active for h in getattr(r, "HANDLERS", [])}
-    grow = list(wanted)
-    while grow:
-        for name in reg.handlers[grow.pop()][1].triggers:
-            if name not in wanted:
-                wanted.add(name)
-                grow.append(name)
-    return [pair for name, pair in reg.handlers.items() if name in wanted]
+    return [pair for name, pair in registry().handlers.items() if name in wanted]
 
 
 def _apply_roles(hr: HostRun, active: list[ModuleType], requests: list[FactRequest],
@@ -329,18 +320,10 @@ def _apply_roles(hr: HostRun, active: list[ModuleType], requests: list[FactReque
 
 
 def _run_handlers(hr: HostRun, handlers: list[tuple[str, Handler]]) -> None:
-    """Each due handler once, in order; one that runs first adds what it triggers."""
-    by_name = {h.name: h for _, h in handlers}
+    """Each due handler once, in order."""
     for role_name, handler in handlers:
         if handler.name not in hr.notified:
             continue
-        for name in handler.triggers:
-            target = by_name[name]
-            if name in hr.notified or (target.if_triggered and not target.if_triggered(hr)):
-                continue
-            hr.notified.add(name)
-            if not hr.check:  # remembered on the host, like a notify
-                hr.transport.run(mark_pending_argv(name), step=handler.name)
         result = StepResult(role_name, f"handler: {handler.name}", "changed",
                             diff=handler.description)
         if not hr.check:

@@ -1,4 +1,4 @@
-"""The role contract: order from declarations, handlers and triggers checked when the roles
+"""The role contract: order from declarations, handlers and notifies checked when the roles
 load, per-role fact views, and the import rules (no role imports another; the engine never
 imports a role)."""
 
@@ -122,17 +122,6 @@ def test_an_unknown_notify_is_refused(pkg):
         Registry(name)
 
 
-def test_a_trigger_must_name_a_later_handler(pkg):
-    unknown = pkg({"a": role_src("a", "HANDLERS = [Handler('ha', print, triggers=('hz',))]")})
-    with pytest.raises(RoleError, match="triggers 'hz', which no role handles"):
-        Registry(unknown)
-    backwards = pkg({"a": role_src("a", "HANDLERS = [Handler('ha', print)]"),
-                     "b": role_src("b", "AFTER = ('a',)\n"
-                                   "HANDLERS = [Handler('hb', print, triggers=('ha',))]")})
-    with pytest.raises(RoleError, match="role a must come after b"):
-        Registry(backwards)
-
-
 def test_one_handler_name_belongs_to_one_role(pkg):
     name = pkg({"a": role_src("a", "HANDLERS = [Handler('h', print)]"),
                 "b": role_src("b", "HANDLERS = [Handler('h', print)]")})
@@ -140,7 +129,7 @@ def test_one_handler_name_belongs_to_one_role(pkg):
         Registry(name)
 
 
-# ------------------------------------------------------------------ handlers and triggers
+# ----------------------------------------------------------------- handlers: proxy and hub
 def restarts(lab: Lab) -> list[str]:
     return [a[3] for a in lab.argvs("lab1") if a[:2] == ["systemctl", "restart"]]
 
