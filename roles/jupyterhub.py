@@ -410,8 +410,11 @@ try:
     if r.returncode:
         raise RuntimeError("the switch to %s failed: %s" % (target, r.stderr.strip()))
     if os.path.isfile(db):
+        # upgrade-db runs the environment's own `alembic`: its bin first on PATH
+        path = link + "/bin:" + os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         r = subprocess.run([link + "/bin/jupyterhub", "upgrade-db", "--config=" + config],
-                           cwd=os.path.dirname(db), capture_output=True, text=True)
+                           cwd=os.path.dirname(db), capture_output=True, text=True,
+                           env=dict(os.environ, PATH=path))
         out["upgrade_rc"] = r.returncode
         out["upgrade_log"] = (r.stdout + r.stderr).strip().splitlines()[-15:]
 except Exception as exc:

@@ -48,9 +48,12 @@ def make_env(path: Path, jupyterhub_version: str | None = None, upgrade_rc: int 
     if jupyterhub_version:
         site = path / "lib" / "python3.11" / "site-packages"
         (site / f"jupyterhub-{jupyterhub_version}.dist-info").mkdir(parents=True)
+        # upgrade-db runs alembic, which it must find in its own environment
+        (path / "bin" / "alembic").write_text("#!/bin/sh\n")
+        (path / "bin" / "alembic").chmod(0o755)
         hub = path / "bin" / "jupyterhub"
-        hub.write_text(f'#!/bin/sh\necho "$PWD $*" >> {path}/upgrade-db.calls\n'
-                       f'echo "upgrade-db output"\nexit {upgrade_rc}\n')
+        hub.write_text(f'#!/bin/sh\necho "$PWD $* $(command -v alembic)" >> '
+                       f'{path}/upgrade-db.calls\necho "upgrade-db output"\nexit {upgrade_rc}\n')
         hub.chmod(0o755)
     return path
 
@@ -142,7 +145,8 @@ def test_upgrade_script_stops_backs_up_switches_and_upgrades_the_database(hub_ho
     assert os.readlink(h["link"]) == str(h["new"])
     # upgrade-db ran from the new environment, beside the database, with the hub's config
     calls = (h["new"] / "upgrade-db.calls").read_text()
-    assert calls == f"{h['state']} upgrade-db --config=/etc/jupyterhub/jupyterhub_config.py\n"
+    assert calls == (f"{h['state']} upgrade-db --config=/etc/jupyterhub/jupyterhub_config.py "
+                     f"{h['link']}/bin/alembic\n")
     assert info["upgrade_rc"] == 0 and info["upgrade_log"] == ["upgrade-db output"]
 
 
