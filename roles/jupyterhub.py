@@ -1,7 +1,11 @@
 """jupyterhub: the hub in its own virtualenv, its config from a template, its unit.
 
 The virtualenv holds the hub's own packages (jupyterhub and what other roles contribute);
-users' servers come from the userenv role's virtualenv. The config is rendered
+users' servers come from the userenv role's virtualenv. A changed pin set is installed
+beside the environment in use (``provision.envs``); the handler ``upgrade jupyterhub``
+then stops the hub, backs up its database, switches, runs ``jupyterhub upgrade-db``,
+starts it and checks ``/hub/api`` reports the new version, or puts everything back
+(docs/upgrades.md). The config is rendered
 with every inventory value as a Python literal, compiled locally and checked on the host
 with the hub's own config loader before it replaces the old one; the old one is kept as
 ``.prev``. The hub is restarted only when its config, unit, environment or packages
@@ -53,7 +57,8 @@ from ._common import Health, active_users, check_health, home_of, hub_urls, serv
 NAME = "jupyterhub"
 SUMMARY = (
     "the hub's virtualenv (jupyterhub, its spawner and services, every package at the "
-    "release's pin set); `jupyterhub_config.py` "
+    "release's pin set; a new pin set installed beside the one in use, then switched to "
+    "with a database backup and `upgrade-db`, or everything put back); `jupyterhub_config.py` "
     "from a template (values as Python literals, validated before install); cookie secret "
     "0600; `jupyterhub.service` restarted only when something it uses changed, then "
     "checked at `/hub/api` and rolled back if it does not answer"
@@ -61,7 +66,9 @@ SUMMARY = (
 
 VARIABLES = [
     Var("jupyterhub_venv", "/opt/jupyterhub", "path", "Virtualenv of the hub (jupyterhub, "
-        "its spawner and services); users' servers run from jupyterhub_user_venv."),
+        "its spawner and services); users' servers run from jupyterhub_user_venv. A "
+        "symlink to PATH.envs/HASH, the environment of the pin set in use "
+        "(docs/upgrades.md)."),
     Var("jupyterhub_version", "6.1.1", "version", "jupyterhub package version; it selects "
         "the release's pin set, constraints/stack-VERSION.txt (every Python package of the "
         "hub's and the users' virtualenvs, dependencies included, given to every pip "

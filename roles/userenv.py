@@ -34,7 +34,8 @@ from provision.variables import Var
 NAME = "userenv"
 SUMMARY = ("the users' virtualenv (`jupyterhub_user_venv`): jupyterhub-singleuser, "
            "JupyterLab, notebook, ipykernel and `jupyterhub_user_packages`; installing a "
-           "package restarts nothing")
+           "package restarts nothing; a new pin set is installed beside it, then running "
+           "servers are restarted on it")
 
 # After the hub: when both switch environments, the hub is upgraded first, then users'
 # servers restart through it.
@@ -43,7 +44,8 @@ HANDLER = "switch users' environment"
 
 VARIABLES = [
     Var("jupyterhub_user_venv", "/opt/jupyterhub-user", "dir", "Virtualenv users' servers "
-        "and kernels run from (first on their PATH), apart from the hub's."),
+        "and kernels run from (first on their PATH), apart from the hub's. A symlink to "
+        "PATH.envs/HASH, the environment of the pin set in use (docs/upgrades.md)."),
     Var("jupyterhub_user_packages", [], "list[pip]", "pip packages for users' kernels, "
         "'name' or 'name==version' (e.g. numpy==2.3.4); adding one restarts nothing."),
     Var("jupyterhub_user_apt_packages", [], "list[pkg]", "Debian packages users' work "
