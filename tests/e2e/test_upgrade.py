@@ -2,8 +2,9 @@
 previous major version (5.5.4) with a user's file written from a kernel; a Ctrl-C while
 the new environment installs; an upgrade whose hub will not start on the new version
 (everything put back: environment, database, the old hub serving); the real upgrade to
-the default version (backup, upgrade-db, the user's server and file still there); and a
-second run that changes nothing.
+the default version (backup, upgrade-db, the user's server and file still there); a
+second run that changes nothing; and a proxy upgrade that restarts the proxy alone, the
+hub putting its routes back.
 
 The tests run in order, each from where the last one left the host.
 """
@@ -22,7 +23,7 @@ import pytest
 from provision.api import hash_password
 from provision.hubclient import HubClient
 
-from e2e_support import REPO, make_inventory, provision_json, sh
+from e2e_support import REPO, main_pid, make_inventory, provision_json, sh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab4]
 HOST = "lab4"
@@ -32,6 +33,7 @@ USER = "uma"
 HUB_VENV, USER_VENV = "/opt/jupyterhub", "/opt/jupyterhub-user"
 DB = "/var/lib/jupyterhub/jupyterhub.sqlite"
 BACKUPS = "/var/lib/jupyterhub/backups"
+SERVER_UNIT = f"jupyter-{USER}-singleuser"
 # Refuses to start a JupyterHub 6.1.1 hub, and only that (the config loader's check and
 # upgrade-db pass): a new environment whose hub cannot start.
 REFUSE_NEW = ("import sys, jupyterhub\n"
@@ -199,3 +201,22 @@ def test_a_second_run_changes_nothing(ctx):
     pinned = json.loads(sh(HOST, f"{HUB_VENV}/bin/python -c \"import importlib.metadata as m, "
                                  "json; print(json.dumps(m.version('jupyterhub')))\""))
     assert pinned == NEW
+
+
+def test_a_proxy_upgrade_restarts_the_proxy_only_and_the_routes_come_back(ctx):
+    hub_pid, server_pid = main_pid(HOST, "jupyterhub"), main_pid(HOST, SERVER_UNIT)
+    assert server_pid, "the user's server should still run from the last test"
+    write_vars(ctx, proxy_version="5.2.0")
+    _, report = provision_json(ctx["inv"], HOST, ctx["reports"])
+    host = report["hosts"][HOST]
+    assert host["failed"] == 0 and host["handlers"] == ["restart proxy"], host["handlers"]
+    assert main_pid(HOST, "jupyterhub") == hub_pid
+    assert main_pid(HOST, SERVER_UNIT) == server_pid
+    assert json.loads(sh(HOST, "cat /opt/configurable-http-proxy/lib/node_modules/"
+                               "configurable-http-proxy/package.json"))["version"] == "5.2.0"
+    # the hub put its routes back: the running server answers through the proxy
+    c = HubClient(ctx["url"], timeout=60)
+    c.login(USER, PASSWORD)
+    assert c.open_lab(USER).status == 200
+    _, report = provision_json(ctx["inv"], HOST, ctx["reports"])
+    assert report["hosts"][HOST]["changed"] == 0

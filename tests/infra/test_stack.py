@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from provision.hubclient import HubClient, pinned_context, trusted_context
-from provision import pins
+from provision import envs, pins
 from provision.facts import normalize_dist
 from provision.steps import pip_constraints_path, req_name_version, same_version
 from provision.variables import byte_count
@@ -91,6 +91,21 @@ def _check_pin_set(host, hv, venv: str, requirements: list[str]) -> None:
     wrong = {n: (have, pinned[n]) for n, have in _all_versions(host, venv).items()
              if n in pinned and not same_version(have, pinned[n])}
     assert not wrong, f"{venv}: not the pin set's versions (found, pinned): {wrong}"
+
+
+@pytest.mark.parametrize("which", ["hub", "users"])
+def test_environment_is_the_pin_sets(host, hv, which):
+    """The venv's path links to the complete environment of the pin set in use; beside
+    it, at most the previous one (the way back)."""
+    link, target = ((hv["jupyterhub_venv"], jupyterhub.hub_env(hv)) if which == "hub" else
+                    (hv["jupyterhub_user_venv"], userenv.user_env(hv)))
+    f = host.file(link)
+    assert f.is_symlink and f.linked_to == target, (
+        f"{link} is not a link to {target}, the environment of the JupyterHub "
+        f"{hv['jupyterhub_version']} pin set (run invoke provision)")
+    assert host.file(f"{target}/{envs.COMPLETE}").exists, f"{target} is not complete"
+    kept = host.run(f"ls -1 {shlex.quote(envs.envs_dir(link))}").stdout.split()
+    assert len(kept) <= 2, f"{envs.envs_dir(link)} holds more than the previous environment: {kept}"
 
 
 def test_hub_packages(host, hv):
