@@ -13,8 +13,10 @@ unit, users' servers) names the stable path, never KEY.
   handler when it is ready to restart what runs from it; on a host with nothing there yet
   it is done at once.
 - A path that is still a plain directory (installed before environments were kept side
-  by side) is moved into ``PATH.envs/`` at the switch: its scripts name the stable path,
-  so it still works as the environment to go back to.
+  by side) and holds this very pin set is adopted: moved to ``PATH.envs/KEY`` and linked,
+  nothing rebuilt or restarted. One with another pin set is moved into ``PATH.envs/`` at
+  the switch. Its scripts name the stable path, so either way it keeps working (and is
+  the environment to go back to).
 
 The handlers call ``switch_argv`` and ``prune_argv``; the planner is ``plan_env``.
 """
@@ -107,6 +109,17 @@ mv -T -- "$link.jhprovision-new" "$link"
 """
 
 
+# Adopt the plain-directory environment at $1 as $2: moved, linked, marked complete ($3).
+ADOPT = """set -eu
+link=$1 target=$2 mark=$3
+mkdir -p -- "${target%/*}"
+mv -T -- "$link" "$target"
+ln -sfn -- "$target" "$link.jhprovision-new"
+mv -T -- "$link.jhprovision-new" "$link"
+printf '%s\\n' "${target##*/}" > "$target/$mark"
+"""
+
+
 def switch_argv(link: str, target: str) -> list[str]:
     """Point ``link`` at ``target`` atomically (see SWITCH)."""
     return ["sh", "-c", SWITCH, "sh", link, target, legacy_path(link)]
@@ -162,6 +175,14 @@ def plan_env(facts: Facts, link: str, requirements: Sequence[str], *, constraint
         return [plan_pip(facts, link, requirements, notify=notify, name=name,
                          constraints=constraints)]
     key = target.rsplit("/", 1)[1]
+    if st.legacy and constraints and not facts.venv(target).exists and \
+            facts.venv(link).constraints == effective(constraints, requirements):
+        adopt = Action(f"{name}: keep environment {key}", ops=[
+            Command(["sh", "-c", ADOPT, "sh", link, target, COMPLETE])],
+            diff=f"~ {link} -> {target} (the directory in use, moved there: it holds this "
+                 "pin set)")
+        return [adopt, plan_pip(facts, link, requirements, notify=notify, name=name,
+                                constraints=constraints)]
     wake = tuple(notify) if st.fresh else (handler,)
     actions = []
     if not st.ready:

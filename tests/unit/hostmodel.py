@@ -335,6 +335,14 @@ class Shell:
             self.st.add_file(path, stdin or b"", mode, owner, group)
         elif script == envs.SWITCH:
             self.switch(*args)
+        elif script == envs.ADOPT:
+            link, target, mark = args
+            self.st.files[target] = self.st.files.pop(link)
+            self.st.venvs[target] = self.st.venvs.pop(link)
+            for name in [n for n in self.st.files if n.startswith(link + "/")]:
+                self.st.files[target + name[len(link):]] = self.st.files.pop(name)
+            self.switch(link, target, "")
+            self.st.add_file(f"{target}/{mark}", target.rsplit("/", 1)[1] + "\n")
         elif script == envs.PRUNE:
             return 0, "".join(f"{p}\n" for p in self.prune(args[0], args[1:])), ""
         elif script == jupyterhub.ROLLBACK_SCRIPT:

@@ -298,16 +298,23 @@ def test_a_complete_new_environment_is_not_built_again():
     assert any("switch to environment" in n for n in names)
 
 
-def test_a_plain_directory_venv_becomes_the_environment_to_go_back_to():
-    v = inventory_vars()
+def plain_directory_host(version: str):
+    """A host as an older jhprovision left it: the hub's environment at the path itself."""
+    v = inventory_vars(jupyterhub_version=version)
     host = converged(v)
-    # as an older jhprovision left it: the environment at the path itself
     real = host.files.pop(HUB_VENV)["target"]
     host.venvs[HUB_VENV] = host.venvs.pop(real)
-    for name in [n for n in host.files if n.startswith(f"{HUB_VENV}.envs/")]:
-        del host.files[name]
+    for name in [n for n in host.files if n.startswith(f"{real}/")]:
+        host.files[HUB_VENV + name[len(real):]] = host.files.pop(name)
+    host.files.pop(f"{HUB_VENV}/{envs.COMPLETE}")
     host.add_dir(HUB_VENV)
     host.files.pop(jupyterhub.proven_file(v))
+    return host
+
+
+def test_a_plain_directory_venv_becomes_the_environment_to_go_back_to():
+    host = plain_directory_host(OLD)
+    v = inventory_vars()
     actions = plan_role("jupyterhub", v, host)
     switch = next(a for a in actions if a.name.startswith("jupyterhub packages: switch"))
     assert f"(was {HUB_VENV} (moved to {HUB_VENV}.envs/{envs.LEGACY}))" in switch.diff
@@ -315,6 +322,31 @@ def test_a_plain_directory_venv_becomes_the_environment_to_go_back_to():
     assert not rep.failed, rep.error
     assert host.files[HUB_VENV]["target"] == jupyterhub.hub_env(v)
     assert f"{HUB_VENV}.envs/{envs.LEGACY}" in host.venvs
+
+
+def test_a_plain_directory_venv_with_this_pin_set_is_adopted_as_it_is():
+    host = plain_directory_host(NEW)
+    v = inventory_vars()
+    key = jupyterhub.hub_env(v).rsplit("/", 1)[1]
+    adopt = by_name(plan_role("jupyterhub", v, host), f"jupyterhub packages: keep environment {key}")
+    assert adopt.notify == () and "it holds this pin set" in adopt.diff
+    rep = converge(host, Hub(host))
+    assert not rep.failed, rep.error
+    assert rep.handlers == []  # nothing rebuilt, nothing restarted
+    assert host.files[HUB_VENV]["target"] == jupyterhub.hub_env(v)
+    assert f"{jupyterhub.hub_env(v)}/{envs.COMPLETE}" in host.files
+    assert converge(host, Hub(host)).count("changed") == 0
+
+
+def test_adopt_script_moves_links_and_marks_the_environment(tmp_path):
+    link = tmp_path / "jupyterhub"
+    make_env(link)
+    target = tmp_path / "jupyterhub.envs" / "abc"
+    res = sh(envs.ADOPT, str(link), str(target), envs.COMPLETE)
+    assert res.returncode == 0, res.stderr
+    assert os.readlink(link) == str(target)
+    assert (link / "bin" / "python").exists()  # through the link, as before
+    assert (target / envs.COMPLETE).read_text() == "abc\n"
 
 
 def test_the_users_switch_reports_servers_that_did_not_start_again():
