@@ -328,7 +328,8 @@ def test_a_plain_directory_venv_with_this_pin_set_is_adopted_as_it_is():
     host = plain_directory_host(NEW)
     v = inventory_vars()
     key = jupyterhub.hub_env(v).rsplit("/", 1)[1]
-    adopt = by_name(plan_role("jupyterhub", v, host), f"jupyterhub packages: keep environment {key}")
+    adopt = by_name(plan_role("jupyterhub", v, host),
+                    f"jupyterhub packages: keep environment {key}")
     assert adopt.notify == () and "it holds this pin set" in adopt.diff
     rep = converge(host, Hub(host))
     assert not rep.failed, rep.error
