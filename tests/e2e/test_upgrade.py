@@ -23,7 +23,7 @@ import pytest
 from provision.api import hash_password
 from provision.hubclient import HubClient
 
-from e2e_support import REPO, main_pid, make_inventory, provision_json, sh
+from e2e_support import REPO, invoke, main_pid, make_inventory, provision_json, sh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab4]
 HOST = "lab4"
@@ -220,3 +220,24 @@ def test_a_proxy_upgrade_restarts_the_proxy_only_and_the_routes_come_back(ctx):
     assert c.open_lab(USER).status == 200
     _, report = provision_json(ctx["inv"], HOST, ctx["reports"])
     assert report["hosts"][HOST]["changed"] == 0
+
+
+def test_plain_directory_venvs_of_an_older_release_are_adopted_in_place(ctx):
+    """As an older jhprovision left a host: each venv a plain directory at its path. Both
+    hold the pin set in use, so they are moved and linked: nothing rebuilt or restarted."""
+    hub_pid, server_pid = main_pid(HOST, "jupyterhub"), main_pid(HOST, SERVER_UNIT)
+    for path in (HUB_VENV, USER_VENV):
+        env = link(path)
+        sh(HOST, f"rm {path} && mv -T {env} {path} && rm {path}/jhprovision-complete")
+    _, report = provision_json(ctx["inv"], HOST, ctx["reports"])
+    host = report["hosts"][HOST]
+    changed = [s["name"] for s in host["steps"] if s["status"] == "changed"]
+    assert [n.split(":")[0] for n in changed] == ["jupyterhub packages", "users' packages"]
+    assert all(": keep environment " in n for n in changed), changed
+    assert host["handlers"] == []
+    assert main_pid(HOST, "jupyterhub") == hub_pid
+    assert main_pid(HOST, SERVER_UNIT) == server_pid
+    assert link(HUB_VENV).startswith(f"{HUB_VENV}.envs/")
+    assert link(USER_VENV).startswith(f"{USER_VENV}.envs/")
+    verify = invoke("verify", "--hosts", HOST, "--inventory", str(ctx["inv"]), timeout=600)
+    assert verify.returncode == 0, verify.stdout[-3000:]
