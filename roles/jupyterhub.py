@@ -329,7 +329,7 @@ def _upgrade_steps(v: dict[str, Any], facts: Facts) -> list[str]:
                   f"+ jupyterhub upgrade-db (JupyterHub {new})"]
     lines += [f"+ start the hub; /hub/api must report version {new}, else the previous "
               "environment, database and config are put back",
-              "- environments older than the previous one"]
+              "- environments older than the previous one, once the new one answers"]
     return lines
 
 
