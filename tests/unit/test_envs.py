@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hostmodel import Shell, converged, inventory_vars
-from provision import envs
+from provision import envs, pins
 from roles import jupyterhub, userenv
 from roles._common import HEALTH_SCRIPT
 from test_roles import by_name, plan_role
@@ -366,3 +366,18 @@ def test_the_users_switch_reports_servers_that_did_not_start_again():
     assert step.name == "handler: switch users' environment"
     assert "these servers did not start again on it: bob: did not start" in \
         step.error["message"]
+
+
+def test_a_dependency_bump_in_the_pin_set_switches_with_the_same_hub_version(monkeypatch):
+    v = inventory_vars()
+    host = converged(v)
+    host.add_file(DB, "database", "0644")
+    text = pins.for_vars(v)
+    tornado = pins.parse(text)["tornado"]
+    monkeypatch.setattr(pins, "for_vars", lambda v: text.replace(f"tornado=={tornado}",
+                                                                 "tornado==6.5.1"))
+    rep = converge(host, Hub(host))
+    assert not rep.failed, rep.error
+    assert rep.handlers == ["upgrade jupyterhub", "switch users' environment"]
+    assert any(n.startswith(f"the hub now runs from {jupyterhub.hub_env(v)} (its pin set "
+                            "changed); database backed up") for n in rep.notes), rep.notes
