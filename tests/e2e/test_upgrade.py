@@ -138,6 +138,7 @@ def test_ctrl_c_while_the_new_environment_installs_leaves_the_old_hub_serving(ct
 
 
 def test_a_new_hub_that_will_not_start_is_rolled_back_with_its_database(ctx):
+    server_pid = main_pid(HOST, SERVER_UNIT)
     write_vars(ctx, jupyterhub_extra_config=REFUSE_NEW)
     # the guard goes into the old hub's config first: it still starts on 5.5.4
     proc, report = provision_json(ctx["inv"], HOST, ctx["reports"], check=False)
@@ -156,8 +157,10 @@ def test_a_new_hub_that_will_not_start_is_rolled_back_with_its_database(ctx):
     (backup,) = sh(HOST, f"ls -1 {BACKUPS}").split()
     assert backup.startswith("jupyterhub-") and backup.endswith(f"-{OLD}.sqlite")
     assert sh(HOST, f"stat -c %a {BACKUPS}/{backup}").strip() == "600"
-    # the users' environment was not switched: the run stopped at the hub
+    # the users' environment was not switched: the run stopped at the hub; the user's
+    # server lived through the hub's stops and starts
     assert link(USER_VENV) == ctx["state"]["user_env"]
+    assert main_pid(HOST, SERVER_UNIT) == server_pid != 0
     # the new environment, complete, waits for the next run
     assert len(envs(HUB_VENV)) == 2
 
