@@ -320,10 +320,13 @@ def _apply_roles(hr: HostRun, active: list[ModuleType], requests: list[FactReque
 
 
 def _run_handlers(hr: HostRun, handlers: list[tuple[str, Handler]]) -> None:
-    """Each due handler once, in order."""
+    """Each due handler once, in order. After Ctrl-C none starts (a handler that runs
+    finishes): their markers stay on the host, and the next run runs them."""
     for role_name, handler in handlers:
         if handler.name not in hr.notified:
             continue
+        if hr.cancel.is_set() and not hr.check:
+            raise ProvisionError("interrupted", host=hr.host.name, step=handler.name)
         result = StepResult(role_name, f"handler: {handler.name}", "changed",
                             diff=handler.description)
         if not hr.check:

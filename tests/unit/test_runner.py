@@ -149,6 +149,33 @@ def test_pending_restart_from_an_interrupted_run_is_done():
     assert argvs[-1] == ["rm", "-f", "--", pending_marker(jupyterhub.HANDLER)]
 
 
+def test_after_ctrl_c_no_handler_starts_and_the_next_run_does_them():
+    """Ctrl-C while the last step runs: the step finishes, no handler starts, and their
+    markers stay for the next run."""
+    import threading
+
+    from provision.runner import converge_host
+
+    v = inventory_vars(jupyterhub_start_timeout=75, jupyterhub_user_packages=["tabulate"])
+    host = converged(inventory_vars())
+    cancel = threading.Event()
+    answer = host.responder()
+
+    def respond(argv: list[str], stdin: bytes | None) -> tuple[int, str, str]:
+        if "tabulate" in argv:  # the users' pip install, the run's last step
+            cancel.set()
+        return answer(argv, stdin)
+
+    t = FakeTransport("lab1", responder=respond)
+    rep = converge_host(Host("lab1", vars=dict(v, inventory_hostname="lab1")), ROLES,
+                        check=False, display=Display(io.StringIO(), color=False),
+                        cancel=cancel, transport_factory=lambda h: t)
+    assert rep.handlers == [] and rep.error == "interrupted"
+    argvs = [a for a, _ in t.calls]
+    assert not any(a[:2] == ["systemctl", "restart"] for a in argvs)
+    assert not any(a[:3] == ["rm", "-f", "--"] and "pending" in a[3] for a in argvs)
+
+
 def test_hub_that_does_not_answer_is_rolled_back():
     v = inventory_vars()
     host = converged(v)
