@@ -233,6 +233,9 @@ class Transport(ABC):
         return self.run(argv, stdin=content, step=step, display=shown)
 
 
+EOF_WAIT = 5.0  # seconds a finished command's output may still take to arrive
+
+
 class SSHTransport(Transport):
     """One Fabric connection per host, opened once and reused for every command.
 
@@ -361,6 +364,7 @@ class SSHTransport(Transport):
             chan.shutdown_write()
             out, err = bytearray(), bytearray()
             deadline = start + timeout if timeout else None
+            exited = None
             while True:
                 if chan.recv_ready():
                     out += chan.recv(65536)
@@ -368,8 +372,15 @@ class SSHTransport(Transport):
                 if chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
                     continue
+                # sshd may send the exit status before the last of the output (it reaps
+                # the command, then drains its pipes): done at EOF, not at the status (seen
+                # on a loaded lab: a collector's JSON cut short). A command that leaves a
+                # process holding its output open gets EOF_WAIT seconds more.
                 if chan.exit_status_ready():
-                    break
+                    exited = exited or time.monotonic()
+                    if chan.eof_received or chan.closed or \
+                            time.monotonic() - exited > EOF_WAIT:
+                        break
                 if deadline and time.monotonic() > deadline:
                     chan.close()
                     raise ProvisionError(
