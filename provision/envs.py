@@ -120,6 +120,30 @@ printf '%s\\n' "${target##*/}" > "$target/$mark"
 """
 
 
+# A new environment's scripts name its own python (pip writes the interpreter it runs
+# with): point them at the stable path instead ($2/bin/...), so what runs from them, a
+# user's kernel included, knows the environment as $2 and never as a KEY that a later
+# switch removes. In-place installs (pip run through $2) write the stable path already.
+RELINK = r"""import os, sys
+target, link = sys.argv[1:3]
+old, new = ("#!%s/bin/" % target).encode(), ("#!%s/bin/" % link).encode()
+bindir = os.path.join(target, "bin")
+for name in os.listdir(bindir):
+    path = os.path.join(bindir, name)
+    if os.path.islink(path) or not os.path.isfile(path):
+        continue
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if not data.startswith(old):
+        continue
+    tmp = path + ".jhprovision-new"
+    with open(tmp, "wb") as fh:
+        fh.write(new + data[len(old):])
+    os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+    os.replace(tmp, path)
+"""
+
+
 def switch_argv(link: str, target: str) -> list[str]:
     """Point ``link`` at ``target`` atomically (see SWITCH)."""
     return ["sh", "-c", SWITCH, "sh", link, target, legacy_path(link)]
@@ -191,6 +215,8 @@ def plan_env(facts: Facts, link: str, requirements: Sequence[str], *, constraint
                          have=VenvFact(False, {}, None))
         if st.partial:
             build.ops.insert(0, Command(["rm", "-rf", "--", target]))
+        build.ops.append(Command(["python3", "-c", RELINK, target, link],
+                                 display=f"point the scripts in {target}/bin at {link}/bin"))
         build.ops.append(Upload(f"{target}/{COMPLETE}", f"{key}\n".encode(), "0644"))
         pins = parse(effective(constraints, requirements)) if constraints else {}
         where = "a plain directory" if st.legacy else st.current

@@ -399,6 +399,8 @@ class Shell:
             if db in self.st.files:
                 out.update(upgrade_rc=0, upgrade_log=[])
             return 0, json.dumps(out) + "\n", ""
+        if argv[1:3] == ["-c", envs.RELINK]:  # the model's venvs hold no scripts
+            return None
         if argv[1:3] == ["-c", userenv.SWITCH_SCRIPT]:  # no server runs in the model
             link, target, legacy = argv[6], argv[7], argv[9]
             cur = self.st.files.get(link)

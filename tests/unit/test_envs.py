@@ -79,6 +79,24 @@ def test_switch_moves_a_plain_directory_aside_then_links_in_one_rename(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jupyterhub", "jupyterhub.envs"]
 
 
+def test_relink_points_a_new_environments_scripts_at_the_stable_path(tmp_path):
+    target = make_env(tmp_path / "v.envs" / "abc")
+    script = target / "bin" / "jupyterhub-singleuser"
+    script.write_text(f"#!{target}/bin/python3\nimport sys\n")
+    script.chmod(0o755)
+    other = target / "bin" / "tool"
+    other.write_text("#!/bin/sh\necho\n")
+    (target / "bin" / "python3").symlink_to("/usr/bin/python3")
+    res = subprocess.run([sys.executable, "-c", envs.RELINK, str(target), str(tmp_path / "v")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert script.read_text() == f"#!{tmp_path}/v/bin/python3\nimport sys\n"
+    assert oct(script.stat().st_mode & 0o777) == "0o755"
+    assert other.read_text() == "#!/bin/sh\necho\n"
+    assert os.readlink(target / "bin" / "python3") == "/usr/bin/python3"
+    assert not list((target / "bin").glob("*.jhprovision-new"))
+
+
 def test_switch_refuses_an_environment_that_is_not_there(tmp_path):
     link = tmp_path / "jupyterhub"
     old = make_env(tmp_path / "jupyterhub.envs" / "old")
