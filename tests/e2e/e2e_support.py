@@ -47,6 +47,21 @@ def invoke(*args: str, stdin: str | None = None, check: bool = False,
     return proc
 
 
+def start_invoke(*args: str) -> subprocess.Popen:
+    """Start the real command line without waiting, for a test that sends it Ctrl-C.
+
+    Its SIGINT is the default, as in a sysadmin's terminal: scripts/test.sh starts two of
+    its sessions with `&`, and a non-interactive shell starts those with SIGINT ignored,
+    which every child would inherit (and Python then installs no KeyboardInterrupt).
+    """
+    import signal
+
+    return subprocess.Popen([*INVOKE, *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, NO_COLOR="1"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
 def provision_json(inventory: Path, hosts: str, tmp: Path, *extra: str,
                    check: bool = True) -> tuple[subprocess.CompletedProcess, dict]:
     """`invoke provision` with a JSON report; returns the process and the report."""

@@ -4,15 +4,12 @@ one bad host never stops the others, no half-written state, secrets never leak."
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
-from e2e_support import REPO, invoke, make_inventory, provision_json, sh, snapshot
+from e2e_support import invoke, make_inventory, provision_json, sh, snapshot, start_invoke
 
 pytestmark = pytest.mark.e2e
 HOSTS = "lab1,lab2"
@@ -140,10 +137,8 @@ def _start(inv, tmp_path, hosts=HOSTS):
     sh("lab2", "/opt/jupyterhub-user/bin/pip uninstall --yes --quiet pandas polars "
                "2>/dev/null; true")
     report = tmp_path / "run.json"
-    proc = subprocess.Popen([sys.executable, "-m", "invoke", "provision", "--hosts", hosts,
-                             "--inventory", str(inv), "--json", str(report)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, NO_COLOR="1"))
+    proc = start_invoke("provision", "--hosts", hosts, "--inventory", str(inv), "--json",
+                        str(report))
     return proc, report
 
 

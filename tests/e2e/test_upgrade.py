@@ -12,10 +12,7 @@ The tests run in order, each from where the last one left the host.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -23,7 +20,7 @@ import pytest
 from provision.api import hash_password
 from provision.hubclient import HubClient
 
-from e2e_support import REPO, invoke, main_pid, make_inventory, provision_json, sh
+from e2e_support import invoke, main_pid, make_inventory, provision_json, sh, start_invoke
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab4]
 HOST = "lab4"
@@ -120,10 +117,8 @@ def test_check_shows_the_upgrade_and_changes_nothing(ctx):
 
 def test_ctrl_c_while_the_new_environment_installs_leaves_the_old_hub_serving(ctx):
     report = ctx["reports"] / "interrupted.json"
-    proc = subprocess.Popen([sys.executable, "-m", "invoke", "provision", "--hosts", HOST,
-                             "--inventory", str(ctx["inv"]), "--json", str(report)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, NO_COLOR="1"))
+    proc = start_invoke("provision", "--hosts", HOST, "--inventory", str(ctx["inv"]),
+                        "--json", str(report))
     deadline = time.monotonic() + 300
     while not sh(HOST, "pgrep -f '[.]envs/.*/bin/pip install' || true").strip():
         assert time.monotonic() < deadline, "the new environment's pip install never ran"
