@@ -78,6 +78,31 @@ while True:
     time.sleep(0.25)
 """
 
+# The start of a host-side script that calls the hub's REST API as the jhprovision
+# service (its token read on the host from its 0600 file; it never leaves the host):
+# argv[1:4] are the API's URL, the token file and the token's variable; call(method, path)
+# returns the decoded JSON answer (None if empty). The script's own arguments follow.
+HUB_API_PRELUDE = r"""import json, sys, urllib.error, urllib.parse, urllib.request
+api, envfile, token_env = sys.argv[1:4]
+token = [line.split("=", 1)[1].strip() for line in open(envfile)
+         if line.startswith(token_env + "=")][0]
+def call(method, path):
+    req = urllib.request.Request(api + path, method=method, data=b"" if method == "POST"
+                                 else None, headers={"Authorization": "token " + token})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        body = r.read()
+    return json.loads(body) if body else None
+"""
+
+
+def hub_api_argv(v: dict[str, Any], script: str, *args: str) -> list[str]:
+    """Run ``script`` (which starts with HUB_API_PRELUDE) with the API's URL, the token
+    file and ``args``."""
+    from provision.stack import API_ENV_FILE, API_TOKEN_ENV
+
+    return ["python3", "-c", script, hub_api_url(v), API_ENV_FILE, API_TOKEN_ENV, *args]
+
+
 # Log lines that are not the service's own: systemd about processes left in the unit
 # (users' servers, while they run inside the hub's unit).
 _NOT_OURS = ("remains running after unit stopped", "Found left-over process",

@@ -22,9 +22,7 @@ from provision.render import render
 from provision.role import Handler, HubContribution, HubRole
 from provision.runner import HostRun
 from provision.stack import (
-    API_ENV_FILE,
     API_SERVICE,
-    API_TOKEN_ENV,
     HUB_HANDLER,
     HUB_UNIT,
     HUB_UPGRADE_HANDLER,
@@ -48,7 +46,7 @@ from provision.steps import (
 )
 from provision.variables import Var
 
-from ._common import check_health, service_log
+from ._common import HUB_API_PRELUDE, check_health, hub_api_argv, service_log
 
 NAME = "proxy"
 SUMMARY = (
@@ -162,16 +160,8 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
     return actions
 
 
-# Asks the hub to put its routes back into a fresh proxy (POST /hub/api/proxy), with the
-# jhprovision service's token, which never leaves the host.
-SYNC_ROUTES = r"""import sys, urllib.request
-api, envfile, token_env = sys.argv[1:4]
-token = [line.split("=", 1)[1].strip() for line in open(envfile)
-         if line.startswith(token_env + "=")][0]
-req = urllib.request.Request(api + "/proxy", method="POST", data=b"",
-                             headers={"Authorization": "token " + token})
-urllib.request.urlopen(req, timeout=60)
-"""
+# Asks the hub to put its routes back into a fresh proxy (POST /hub/api/proxy).
+SYNC_ROUTES = HUB_API_PRELUDE + 'call("POST", "/proxy")\n'
 
 # The hub handlers that restart it (and so re-add its routes themselves).
 HUB_RESTARTS = (HUB_HANDLER, HUB_UPGRADE_HANDLER)
@@ -202,8 +192,8 @@ def sync_routes(run: HostRun) -> None:
     if run.run(["systemctl", "is-active", "--quiet", "--", HUB_UNIT], check=False).rc != 0:
         return  # the hub adds every route when it starts
     st = stack(run.vars)
-    res = run.run(["python3", "-c", SYNC_ROUTES, st.hub_api_url, API_ENV_FILE, API_TOKEN_ENV],
-                  check=False, step=HANDLER, timeout=90)
+    res = run.run(hub_api_argv(run.vars, SYNC_ROUTES), check=False, step=HANDLER, timeout=90,
+                  display="POST /hub/api/proxy (as the jhprovision service)")
     public = f"{st.urls.local_url}hub/api"
     health = check_health(run, HUB_UNIT, public, run.vars["proxy_ready_timeout"],
                           step=HANDLER) if res.rc == 0 else None

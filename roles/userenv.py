@@ -27,9 +27,10 @@ from provision.errors import ProvisionError
 from provision.facts import FactRequest, Facts
 from provision.role import Handler, HubContribution
 from provision.runner import HostRun
-from provision.stack import API_ENV_FILE, API_TOKEN_ENV, hub_api_url
 from provision.steps import Action, plan_apt, req_name_version
 from provision.variables import Var
+
+from ._common import HUB_API_PRELUDE, hub_api_argv
 
 NAME = "userenv"
 SUMMARY = ("the users' virtualenv (`jupyterhub_user_venv`): jupyterhub-singleuser, "
@@ -94,25 +95,15 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
     return actions
 
 
-# Through the hub's API (the jhprovision service's token, which never leaves the host):
-# stop every running server, switch the environment (envs.SWITCH, an argument), start
-# the same servers again and wait for them. Prints one JSON line: restarted, failed
-# ({server: reason}), hub (false if the hub did not answer: then only the switch is made),
-# previous (the environment switched from).
-SWITCH_SCRIPT = r"""import json, os, subprocess, sys, time
-import urllib.error, urllib.parse, urllib.request
-api, envfile, token_env, link, target, switch, legacy, limit = sys.argv[1:9]
+# Through the hub's API (HUB_API_PRELUDE): stop every running server, switch the
+# environment (envs.SWITCH, an argument), start the same servers again and wait for them.
+# Prints one JSON line: restarted, failed ({server: reason}), hub (false if the hub did
+# not answer: then only the switch is made), previous (the environment switched from).
+SWITCH_SCRIPT = HUB_API_PRELUDE + r"""import os, subprocess, time
+link, target, switch, legacy, limit = sys.argv[4:9]
 limit = float(limit)
 previous = os.readlink(link) if os.path.islink(link) else legacy if os.path.isdir(link) \
     else None
-token = [line.split("=", 1)[1].strip() for line in open(envfile)
-         if line.startswith(token_env + "=")][0]
-def call(method, path):
-    req = urllib.request.Request(api + path, method=method, data=b"" if method == "POST"
-                                 else None, headers={"Authorization": "token " + token})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        body = r.read()
-    return json.loads(body) if body else None
 def path(user, server):
     u = urllib.parse.quote(user, safe="")
     if not server:
@@ -165,9 +156,9 @@ def switch_users_env(run: HostRun) -> None:
     """Stop running users' servers, switch the users' environment, start them again."""
     v = run.vars
     link, target = v["jupyterhub_user_venv"], user_env(v)
-    res = run.run(["python3", "-c", SWITCH_SCRIPT, hub_api_url(v), API_ENV_FILE, API_TOKEN_ENV,
-                   link, target, envs.SWITCH, envs.legacy_path(link),
-                   str(v["jupyterhub_start_timeout"])], check=False, step=HANDLER,
+    res = run.run(hub_api_argv(v, SWITCH_SCRIPT, link, target, envs.SWITCH,
+                               envs.legacy_path(link), str(v["jupyterhub_start_timeout"])),
+                  check=False, step=HANDLER,
                   timeout=3 * v["jupyterhub_start_timeout"] + 120,
                   display=f"stop running users' servers, switch {link} to {target}, "
                           "start them again")
