@@ -26,9 +26,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .facts import FactRequest, Facts, VenvFact
 from .steps import Action, Command, Upload, plan_pip, req_name_version, same_version
+
+if TYPE_CHECKING:
+    from .runner import HostRun
 
 COMPLETE = "jhprovision-complete"
 LEGACY = "pre-envs"  # the name a plain-directory virtualenv gets in PATH.envs/
@@ -164,6 +168,18 @@ done
 def prune_argv(link: str, keep: Sequence[str]) -> list[str]:
     """Remove the environments of ``link`` other than ``keep`` (prints what it removed)."""
     return ["sh", "-c", PRUNE, "sh", envs_dir(link), *keep]
+
+
+def prune(run: HostRun, link: str, target: str, previous: str | None, *, step: str) -> str:
+    """After a switch to ``target``: remove ``link``'s other environments but ``previous``
+    (the way back). Returns what to add to the handler's note ('' if nothing went); a
+    failure is told there, never fails a switch that worked."""
+    res = run.run(prune_argv(link, [target, *filter(None, [previous])]), step=step,
+                  check=False)
+    if res.rc:
+        return f"; old environments not removed: {res.err.strip()}"
+    removed = res.out.split()
+    return f"; removed old environments {', '.join(removed)}" if removed else ""
 
 
 def changes(old: VenvFact, pins: dict[str, str], requirements: Sequence[str]) -> list[str]:

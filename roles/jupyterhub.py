@@ -535,18 +535,13 @@ def upgrade_hub(run: HostRun) -> None:
             failure = f"/hub/api reports version {reported or '(none)'}, not {new}"
     if not failure:
         _proven(run)
-        keep = [target, *([info["previous"]] if info.get("previous") else [])]
-        pruned = run.run(envs.prune_argv(venv, keep), step=HANDLER, check=False)
-        removed = pruned.out.split()
+        pruned = envs.prune(run, venv, target, info.get("previous"), step=HANDLER)
         if info.get("previous"):
             what = (f"JupyterHub upgraded {info['from']} -> {new}"
                     if info.get("from") and not same_version(info["from"], new) else
                     f"the hub now runs from {target} (its pin set changed)")
-            run.note(what
-                     + (f"; database backed up to {info['backup']}" if info.get("backup") else "")
-                     + (f"; removed old environments {', '.join(removed)}" if removed else "")
-                     + (f"; old environments not removed: {pruned.err.strip()}" if pruned.rc
-                        else ""))
+            run.note(what + (f"; database backed up to {info['backup']}"
+                             if info.get("backup") else "") + pruned)
         return
     previous, backup = info.get("previous") or "", info.get("backup") or ""
     run.run(["sh", "-c", ROLLBACK_SCRIPT, "sh", UNIT, venv, previous, backup, db_path(v),

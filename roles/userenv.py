@@ -175,15 +175,13 @@ def switch_users_env(run: HostRun) -> None:
             f"the users' environment is now {target}, but these servers did not start again "
             "on it: " + "; ".join(f"{k}: {r}" for k, r in sorted(info["failed"].items())),
             host=run.host.name, step=HANDLER)
-    keep = [target, *filter(None, [info.get("previous")])]
-    removed = run.run(envs.prune_argv(link, keep), step=HANDLER).out.split()
-    if info["restarted"] or not info["hub"] or removed:
+    pruned = envs.prune(run, link, target, info.get("previous"), step=HANDLER)
+    if info["restarted"] or not info["hub"] or pruned:
         run.note("users' environment switched to " + target.rsplit("/", 1)[1]
                  + (f"; servers restarted on it: {', '.join(info['restarted'])}"
                     if info["restarted"] else "")
                  + ("" if info["hub"] else "; the hub did not answer, so no running server "
-                    "was restarted")
-                 + (f"; removed old environments {', '.join(removed)}" if removed else ""))
+                    "was restarted") + pruned)
 
 
 HANDLERS = [Handler(HANDLER, switch_users_env, "stop running users' servers, switch the "
