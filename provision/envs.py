@@ -23,6 +23,7 @@ The handlers call ``switch_argv`` and ``prune_argv``; the planner is ``plan_env`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,10 +46,14 @@ def envs_dir(link: str) -> str:
 def env_key(constraints: str | None, requirements: Sequence[str]) -> str:
     """12 hex digits naming an environment: the hash of its effective pin set (or of its
     requirements, when it has none)."""
+    return _env_key(constraints, tuple(sorted(requirements)))
+
+
+@functools.lru_cache(maxsize=64)  # asked by facts, plan and handlers of every host
+def _env_key(constraints: str | None, requirements: tuple[str, ...]) -> str:
     from .pins import effective
 
-    basis = effective(constraints, requirements) if constraints else "\n".join(
-        sorted(requirements))
+    basis = effective(constraints, requirements) if constraints else "\n".join(requirements)
     return hashlib.sha256(basis.encode()).hexdigest()[:12]
 
 

@@ -11,6 +11,7 @@ installs on the newest (Debian 13's 3.13).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -80,8 +81,18 @@ def effective(text: str, requirements: Sequence[str]) -> str:
 def load(release: str) -> tuple[str, dict[str, str]]:
     """The pin set's text (as uploaded to hosts) and its pins; FileNotFoundError if the
     release has none."""
-    text = path_for(release).read_text()
+    text = _read(path_for(release))
     return text, parse(text)
+
+
+def _read(path: Path) -> str:
+    """The file's text, read once per version of it (every host's facts and plan ask)."""
+    return _read_version(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _read_version(path: Path, mtime_ns: int) -> str:
+    return path.read_text()
 
 
 def _dry_run(requirements: Sequence[str], python: str, constraint: Path | None = None
