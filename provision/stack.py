@@ -163,7 +163,7 @@ class Stack:
     hub_config: str
     hub_state_dir: str
     hub_cookie_secret: str
-    hub_db_url: str
+    hub_db: str  # the sqlite file
     hub_api_url: str
     urls: HubURLs
     proxy_api_url: str
@@ -181,6 +181,10 @@ class Stack:
     api_service: str = API_SERVICE
     api_env_file: str = API_ENV_FILE
     api_token_env: str = API_TOKEN_ENV
+
+    @property
+    def hub_db_url(self) -> str:
+        return f"sqlite:///{self.hub_db}"
 
     # ------------------------------------------------------------------ Node.js
     def python_mm(self, facts: Any) -> str:
@@ -254,7 +258,7 @@ def _stack(values: tuple[Any, ...]) -> Stack:
         hub_config=f"{v['jupyterhub_config_dir']}/jupyterhub_config.py",
         hub_state_dir=state,
         hub_cookie_secret=f"{state}/jupyterhub_cookie_secret",
-        hub_db_url=f"sqlite:///{state}/jupyterhub.sqlite",
+        hub_db=f"{state}/jupyterhub.sqlite",
         hub_api_url=hub_api_url(v),
         urls=hub_urls(v),
         proxy_api_url=proxy_api_url(v),

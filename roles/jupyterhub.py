@@ -315,7 +315,7 @@ def _notebook_dirs(v: dict[str, Any], facts: Facts) -> list[Action]:
 
 
 def db_path(v: dict[str, Any]) -> str:
-    return stack(v).hub_db_url.removeprefix("sqlite:///")
+    return stack(v).hub_db
 
 
 def _upgrade_steps(v: dict[str, Any], facts: Facts) -> list[str]:
