@@ -237,10 +237,6 @@ class HostState:
                 answer = fail(argv)
                 if answer:
                     return answer
-            if argv[:2] == ["cat", "--"]:  # reads answer from the declared files
-                f = self.files.get(argv[2])
-                return (0, f["content"].decode(), "") if f and f["type"] == "file" else \
-                    (1, "", f"cat: {argv[2]}: No such file or directory\n")
             return 0, "", ""
 
         return respond
@@ -425,12 +421,6 @@ class Shell:
             if d.startswith("jupyterhub-"):
                 return d[len("jupyterhub-"):-len(".dist-info")]
         return ""
-
-    def _cat(self, argv, stdin, as_user):
-        f = self.st.files.get(argv[-1])
-        if not f or f["type"] != "file":
-            return 1, "", f"cat: {argv[-1]}: No such file or directory\n"
-        return 0, f["content"].decode(), ""
 
     def _journalctl(self, argv, stdin, as_user):  # the model's services log nothing
         return 0, "", ""
