@@ -95,7 +95,7 @@ def state(facts: Facts, link: str, target: str) -> EnvState:
     else:
         current, legacy = link, True
     ready = facts.file(f"{target}/{COMPLETE}").exists
-    partial = not ready and (facts.venv(target).exists or current == target)
+    partial = not ready and facts.venv(target).exists
     return EnvState(link, target, current, legacy, ready, partial)
 
 
