@@ -286,7 +286,7 @@ def _close(transport: Transport) -> None:
         pass
 
 
-def _handlers(roles: list[ModuleType], active: list[ModuleType]) -> list[tuple[str, Handler]]:
+def _handlers(active: list[ModuleType]) -> list[tuple[str, Handler]]:
     """The handlers this run may run: the active roles' own, in dependency order."""
     wanted = {h.name for r in active for h in getattr(r, "HANDLERS", [])}
     return [pair for name, pair in registry().handlers.items() if name in wanted]
@@ -362,7 +362,7 @@ def converge_host(host: Host, roles: list[ModuleType], *, check: bool, display: 
     hr.report = rep
     try:
         enabled = [r for r in roles if role_enabled(r, host.vars)]
-        handlers = _handlers(roles, enabled)
+        handlers = _handlers(enabled)
         active = [r for r in enabled if hasattr(r, "plan")]  # the others only contribute
         request = FactRequest(files={pending_marker(h.name) for _, h in handlers})
         requests = [role.facts(host.vars) for role in active]
