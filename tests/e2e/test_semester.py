@@ -219,8 +219,11 @@ def test_idle_server_is_culled_and_a_busy_one_is_not(semester, culling):
     # Idle for the timeout, plus a cull period, plus the activity lag (a quarter timeout).
     deadline = culling["since"] + IDLE_TIMEOUT + CULL_EVERY + IDLE_TIMEOUT // 4 + 60
     admin = culling["ida"]
+    # Culled: the unit is gone and the hub no longer lists the server (it records the
+    # stop after the unit has stopped, so both are waited for).
     while time.monotonic() < deadline:
-        if sh(HOST, f"systemctl is-active {unit('ida')}", check=False).strip() != "active":
+        if sh(HOST, f"systemctl is-active {unit('ida')}", check=False).strip() != "active" \
+                and not (admin.user("ida").get("servers") or {}):
             break
         time.sleep(5)
     culled_after = time.monotonic() - culling["since"]
