@@ -233,6 +233,7 @@ class Transport(ABC):
         return self.run(argv, stdin=content, step=step, display=shown)
 
 
+STDIN_BLOCK = 1 << 18  # bytes of stdin handed to the channel at a time
 EOF_WAIT = 5.0  # seconds a finished command's output may still take to arrive
 
 
@@ -360,7 +361,11 @@ class SSHTransport(Transport):
             chan = transport.open_session(timeout=self._connect_timeout)
             chan.exec_command(command)
             if stdin:
-                chan.sendall(stdin)
+                # In blocks: sendall() of one large buffer copies what is left of it on
+                # every packet (measured: a 60 MB push cost 26 s of CPU).
+                view = memoryview(stdin)
+                for at in range(0, len(view), STDIN_BLOCK):
+                    chan.sendall(bytes(view[at:at + STDIN_BLOCK]))
             chan.shutdown_write()
             out, err = bytearray(), bytearray()
             deadline = start + timeout if timeout else None
