@@ -39,6 +39,13 @@ ENGINE_VARIABLES = [
         "known_hosts. Turn off only for throwaway hosts; never the default."),
     Var("provision_known_hosts_file", None, "line", "An extra known_hosts file to check "
         "host keys against (the lab writes its own).", nullable=True),
+    Var("provision_artifacts", "host", "str", "Where packages come from: `host` (each host "
+        "downloads its own from apt, PyPI and npm) or `push` (the workstation fetches each "
+        "set once into provision_artifacts_cache and pushes it over SSH; hosts need no "
+        "route to any registry). See docs/offline.md.", choices=("host", "push")),
+    Var("provision_artifacts_cache", None, "line", "Workstation directory of the pushed "
+        "artifacts (default: ~/.cache/jhprovision, or under $XDG_CACHE_HOME).",
+        nullable=True),
     Var("provision_connect_timeout", 10, "timeout", "Seconds to wait for an SSH connection."),
     Var("lab_ports", None, "dict", "Written by `invoke lab.up`: 127.0.0.1 ports forwarded "
         "to this lab host (ssh, hub, http, https).", nullable=True),

@@ -17,13 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
+from . import artifacts
 from .display import Display
 from .errors import ProvisionError, UnreachableError
 from .facts import FactRequest, Facts, gather
 from .inventory import Host
 from .report import HostReport, RunReport, StepResult
 from .role import Handler, registry, role_enabled
-from .steps import Action, Refuse, Upload
+from .steps import Action, Push, Refuse, Upload
 from .config import proxy_jump
 from .transport import BatchOp, LocalTransport, Result, SSHTransport, Transport
 
@@ -130,6 +131,8 @@ class HostRun:
                     self.transport.put(op.content, op.path, mode=op.mode, owner=op.owner,
                                        group=op.group, validate=op.validate, step=action.name,
                                        run_as=op.run_as)
+                elif isinstance(op, Push):
+                    artifacts.push(self, op, action.name)
                 else:
                     self.transport.run(op.argv, stdin=op.stdin, timeout=op.timeout,
                                        step=action.name, display=op.display)
@@ -149,7 +152,7 @@ class HostRun:
     def batchable(action: Action) -> bool:
         """Short steps go to the host together; a long one (pip, npm, apt) runs on its own
         with its progress shown, a refused one fails on its own."""
-        return not action.long and not any(isinstance(op, Refuse) for op in action.ops)
+        return not action.long and not any(isinstance(op, Refuse | Push) for op in action.ops)
 
     def apply_all(self, role: str, actions: Sequence[Action]) -> Iterator[StepResult]:
         """Apply a role's actions in order, yielding each step's result as it is known:
@@ -301,6 +304,8 @@ def _apply_roles(hr: HostRun, active: list[ModuleType], requests: list[FactReque
         changed = False
         allowed = reg.may_notify(role)
         actions = list(role.plan(hr.vars, facts.restrict(requests[index])))
+        if hr.vars.get("provision_artifacts") == "push":
+            actions = [artifacts.localize(a) for a in actions]
         for action in actions:
             unknown = set(action.notify) - allowed
             if unknown:  # a programming error: refused before anything is written

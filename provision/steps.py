@@ -20,15 +20,32 @@ APT_ENV = ["env", "DEBIAN_FRONTEND=noninteractive", "NEEDRESTART_MODE=a"]
 MASK = "(secret: content not shown)"
 
 
+@dataclass(frozen=True)
+class Fetch:
+    """What a command downloads from a registry, so ``provision_artifacts: push`` can
+    fetch it on the workstation instead (``provision.artifacts``).
+
+    ``kind``: ``apt-lists`` (apt-get update), ``apt`` (Debian packages, ``name`` or
+    ``name=version``), ``pip`` (requirements, constrained by ``constraints``, for the
+    interpreter ``python``) or ``npm`` (``package@version``)."""
+
+    kind: str
+    items: tuple[str, ...] = ()
+    constraints: str | None = None
+    python: str = "/usr/bin/python3"
+
+
 @dataclass
 class Command:
     """One argv list to run on the host; ``display`` replaces it in output and reports
-    (for long scripts, or stdin/argv that must not be echoed)."""
+    (for long scripts, or stdin/argv that must not be echoed); ``fetch``: what it
+    downloads from a registry (None: nothing)."""
 
     argv: list[str]
     stdin: bytes | None = None
     display: str | None = None
     timeout: float | None = None
+    fetch: Fetch | None = None
 
     def shown(self) -> str:
         return self.display or shlex.join(self.argv)
@@ -62,7 +79,19 @@ class Refuse:
         return f"refused: {self.message}"
 
 
-Op = Command | Upload | Refuse
+@dataclass
+class Push:
+    """Send the host what ``fetch`` names from the workstation's artifact cache (fetched
+    there first when missing); files the host already has, by hash, are not sent."""
+
+    fetch: Fetch
+
+    def shown(self) -> str:
+        return f"push {self.fetch.kind} artifacts from the workstation: " + \
+            ", ".join(self.fetch.items)
+
+
+Op = Command | Upload | Refuse | Push
 
 
 @dataclass
@@ -423,9 +452,11 @@ def plan_apt(facts: Facts, packages: dict[str, str | None], *, update: bool = Tr
             lines.append(f"~ {name} {have} -> {version}")
     if want:
         if update:
-            act.ops.append(Command([*APT_ENV, "apt-get", "update", "-q"], timeout=600))
+            act.ops.append(Command([*APT_ENV, "apt-get", "update", "-q"], timeout=600,
+                                   fetch=Fetch("apt-lists")))
         act.ops.append(Command([*APT_ENV, "apt-get", "install", "-y", "-q",
-                                "--no-install-recommends", "--", *want], timeout=1800))
+                                "--no-install-recommends", "--", *want], timeout=1800,
+                               fetch=Fetch("apt", tuple(want))))
     act.diff = "\n".join(lines)
     return act
 
@@ -477,6 +508,12 @@ def plan_pip(facts: Facts, venv: str, requirements: Sequence[str], *,
     if not v.exists:
         act.ops.append(Command([python, "-m", "venv", "--", venv], timeout=300))
         lines.append(f"+ virtualenv {venv}")
+    elif "pip" not in v.dists:
+        # A virtualenv without pip: `python3 -m venv` was cut short, or failed half way
+        # (no ensurepip before python3-venv was installed). Its pip is put back.
+        act.ops.append(Command([f"{venv}/bin/python", "-m", "ensurepip", "--default-pip"],
+                               timeout=300))
+        lines.append(f"~ virtualenv {venv}: pip was missing")
     want: list[str] = []
     for req in requirements:
         dist, version = req_name_version(req)
@@ -502,7 +539,8 @@ def plan_pip(facts: Facts, venv: str, requirements: Sequence[str], *,
             lines.append(f"~ {path}: the pin set")
         pip += ["-c", path]
     if want:
-        act.ops.append(Command([*pip, "--", *want], timeout=1800))
+        act.ops.append(Command([*pip, "--", *want], timeout=1800,
+                               fetch=Fetch("pip", tuple(want), constraints, python)))
     if not act.ops:
         act.notify = ()
     elif not want and v.exists:
@@ -530,7 +568,7 @@ def plan_npm(facts: Facts, prefix: str, package: str, version: str, *, npm: Sequ
         ["env", f"PATH={path_env}", "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt",
          *npm, "install", "--global", "--prefix", prefix,
          "--engine-strict", "--no-fund", "--no-audit", "--no-update-notifier",
-         "--", f"{package}@{version}"], timeout=900))
+         "--", f"{package}@{version}"], timeout=900, fetch=Fetch("npm", (f"{package}@{version}",))))
     act.diff = f"+ {package} {version}" if have is None else f"~ {package} {have} -> {version}"
     return act
 
