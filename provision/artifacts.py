@@ -122,7 +122,7 @@ def localize(action: Action) -> Action:
 # JSON (paths relative to HOST_DIR). have: print the sha256 of each listed file the host
 # has. take: read a tar stream on stdin holding some of them; each member is checked
 # against the manifest and its hash, written beside its name and renamed into place.
-RECEIVER = r"""
+RECEIVER_TEMPLATE = r"""
 import hashlib, json, os, stat, sys, tarfile
 ROOT = @ROOT@
 mode, manifest = sys.argv[1], json.loads(sys.argv[2])
@@ -186,7 +186,12 @@ with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tar:
             die(f"{rel}: its SHA-256 is not the one the workstation sent (corrupted on the way)")
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-""".replace("@ROOT@", repr(HOST_DIR))
+"""
+
+
+def receiver(root: str = HOST_DIR) -> str:
+    """The host's side of a push, for files under ``root``."""
+    return RECEIVER_TEMPLATE.replace("@ROOT@", repr(root))
 
 # The host's facts an apt resolution needs, printed as JSON by python3 on the host.
 APT_INFO = r"""
@@ -313,14 +318,20 @@ class Store:
         status_path = base / "status" / hashlib.sha256(status).hexdigest()[:16]
         status_path.parent.mkdir(parents=True, exist_ok=True)
         status_path.write_bytes(status)
+        memo = _key("apt", repo_key, status_path.name, sorted(fetch.items))
+        with self.lock(memo):  # hosts alike (same sources, same dpkg status) resolve once
+            if memo not in self._sets:
+                self._sets[memo] = self._apt_resolve(fetch, aptconf, status_path, status)
+            return self._sets[memo]
+
+    def _apt_resolve(self, fetch: Fetch, aptconf: Path, status_path: Path, status: bytes
+                     ) -> list[Artifact]:
         argv = ["apt-get", "-c", aptconf, "-o", f"Dir::State::status={status_path}",
                 "install", "-y", "-q", "--no-install-recommends"]
         with self.lock("apt-archives"):  # one apt at a time writes the shared archives
             plan = self._run([*argv, "--simulate", "--", *fetch.items],
                              "apt-get resolution of " + " ".join(fetch.items)).stdout
-            names = [f"{m[1]}_{m[2].replace(':', '%3a')}_{m[3]}.deb"
-                     for m in re.finditer(r"^Inst (\S+) (?:\[[^]]*\] )?\((\S+) .*\[(\S+)\]\)",
-                                          plan, re.M)]
+            names = deb_names(plan)
             if not names:
                 raise FetchError("apt resolved nothing to install for "
                                  + " ".join(fetch.items), stderr=plan[-2000:])
@@ -402,11 +413,7 @@ class Store:
 
     def _pip_download(self, fetch: Fetch, info: dict, key: str) -> list[Artifact]:
         major, minor = info["version"].split(".")
-        glibc_minor = int(info["glibc"].split(".")[1])
-        machine = info["machine"]
-        platforms = [f"manylinux_2_{m}_{machine}" for m in range(glibc_minor, 16, -1)]
-        platforms += [f"manylinux2014_{machine}", f"manylinux2010_{machine}",
-                      f"manylinux1_{machine}"]
+        platforms = pip_platforms(info["machine"], info["glibc"])
         wheels = self.root / "wheels"
         wheels.mkdir(parents=True, exist_ok=True)
         sets = self.root / "sets"
@@ -508,6 +515,22 @@ class Store:
         os.replace(tmp, manifest)
 
 
+def deb_names(simulation: str) -> list[str]:
+    """The archive file names of the packages ``apt-get --simulate install`` would
+    install or upgrade (an epoch's colon is ``%3a`` in them, as apt names them)."""
+    return [f"{m[1]}_{m[2].replace(':', '%3a')}_{m[3]}.deb" for m in re.finditer(
+        r"^Inst (\S+) (?:\[[^]]*\] )?\((\S+) .*\[(\S+)\]\)", simulation, re.M)]
+
+
+def pip_platforms(machine: str, glibc: str) -> list[str]:
+    """The wheel platform tags a host with this glibc and architecture can install,
+    newest first (pip download takes them literally)."""
+    newest = int(glibc.split(".")[1])
+    out = [f"manylinux_2_{m}_{machine}" for m in range(newest, 16, -1)]
+    return out + [f"manylinux2014_{machine}", f"manylinux2010_{machine}",
+                  f"manylinux1_{machine}"]
+
+
 def _installed(status: str) -> set[str]:
     out = set()
     for block in status.split("\n\n"):
@@ -555,7 +578,7 @@ def push(hr: HostRun, op: Push, step: str) -> None:
     """Resolve ``op`` on the workstation, then send the host what it lacks."""
     artifacts = resolve(hr, op, step)
     manifest = {a.rel: a.sha256 for a in artifacts}
-    have = hr.run(["python3", "-c", RECEIVER, "have", json.dumps(manifest)], step=step,
+    have = hr.run(["python3", "-c", receiver(), "have", json.dumps(manifest)], step=step,
                   display=f"hash the {len(manifest)} artifacts the host may have")
     try:
         present = json.loads(have.out)
@@ -580,7 +603,7 @@ def push(hr: HostRun, op: Push, step: str) -> None:
     hr.log(f"{step}: pushing {len(missing)} of {len(artifacts)} artifacts "
            f"({size / 1e6:.1f} MB)")
     want = {a.rel: a.sha256 for a in missing}
-    hr.run(["python3", "-c", RECEIVER, "take", json.dumps(want)], stdin=buf.getvalue(),
+    hr.run(["python3", "-c", receiver(), "take", json.dumps(want)], stdin=buf.getvalue(),
            step=step, timeout=PUSH_TIMEOUT,
            display=f"receive {len(missing)} artifacts into {HOST_DIR}")
     pushed = hr.__dict__.setdefault("pushed_bytes", [0])

@@ -16,6 +16,8 @@ import pytest
 
 from provision import lab
 
+from e2e_support import OFFLINE_HOST
+
 LAB_COUNT = 2
 
 
@@ -57,3 +59,18 @@ def lab3() -> Iterator[lab.LabHost]:
 def lab4() -> Iterator[lab.LabHost]:
     """lab4, for the modules marked ``lab4`` (upgrades: long, so a session of their own)."""
     yield from _own_host("lab4")
+
+
+@pytest.fixture(scope="module")
+def offline_host() -> Iterator[lab.LabHost]:
+    """OFFLINE_HOST, booted fresh with no route out (``lab.up --offline``), taken down at
+    the end of the module (marked ``lab4``: it runs in that session, after or before the
+    upgrade module, never beside it)."""
+    lab.down([OFFLINE_HOST])  # fresh: a host left by another run may be online
+    (host,) = lab.up(names=[OFFLINE_HOST], offline=True)
+    yield host
+    if os.environ.get("LAB_KEEP") != "1":
+        lab.down([OFFLINE_HOST])
+        left = lab.leftovers(OFFLINE_HOST)
+        if left:
+            raise AssertionError(f"lab.down left traces behind: {left}")

@@ -19,6 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 INVOKE = [sys.executable, "-m", "invoke"]
 
 
+OFFLINE_HOST = "lab6"  # test_offline's, booted with no way out (in lab4's session)
+
+
 def make_inventory(path: Path, group_vars: dict[str, Any] | None = None,
                    host_vars: dict[str, dict[str, Any]] | None = None,
                    extra_hosts: dict[str, dict[str, Any]] | None = None) -> Path:

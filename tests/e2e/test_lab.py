@@ -18,6 +18,8 @@ import yaml
 from provision import lab
 from provision.lab import config, render, system
 
+from e2e_support import OFFLINE_HOST
+
 pytestmark = pytest.mark.e2e
 
 NAMES = ["lab1", "lab2"]
@@ -161,8 +163,9 @@ def _spare_index() -> int:
     """A host number no one uses yet, so the down test never touches hosts in use."""
     known = {h.name for h in lab.status()}
     # lab3 and lab4 belong to the lab3 and lab4 modules, which run beside this one
-    # (scripts/test.sh)
-    return next(i for i in range(len(NAMES) + 3, config.MAX_HOSTS) if f"lab{i}" not in known)
+    # (scripts/test.sh), and so does the offline host of test_offline (lab4's session)
+    return next(i for i in range(len(NAMES) + 3, config.MAX_HOSTS)
+                if f"lab{i}" not in known and f"lab{i}" != OFFLINE_HOST)
 
 
 def test_down_leaves_nothing_behind(lab_hosts: list[lab.LabHost]) -> None:
