@@ -10,6 +10,11 @@ median of --repeat runs. Needs root (it boots lab hosts with `invoke lab.up`).
 With --many-users (or --only-many-users) it boots 2 more hosts and converges users+wheel
 with 10 users on one and 300 on the other in one run (their ratio: issue 15's <= 3x).
 
+With --push (or --only-push) it boots 1 and then 10 fresh hosts with no way out (`lab.up
+--offline`) and installs the full stack on them with `provision_artifacts: push`, each
+time from an empty workstation cache: wall time, and the bytes the cache took in (what was
+fetched from the registries) for 10 hosts vs 1 (issue 15: <= 1.3x, and equal bytes).
+
 With --fresh it also boots 4 more hosts and compares a fresh install of the full stack on
 2 of them with the bare install commands typed by hand on the other 2 (both in parallel).
 
@@ -176,6 +181,41 @@ def many_users(first: int, tmp: Path, inv: str, counts: tuple[int, int] = (10, 3
     return row
 
 
+def _tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def push_fresh(first: int, tmp: Path, inv: str, counts: tuple[int, int] = (1, 10)) -> dict:
+    """A fresh full install with provision_artifacts: push on 1, then 10, offline hosts,
+    each from an empty cache."""
+    out: dict = {"scenario": f"fresh full install with push, {counts[1]} vs {counts[0]} "
+                             "offline host(s)"}
+    for n in counts:
+        names = [f"lab{i}" for i in range(first, first + n)]
+        lab.up(names=names, offline=True)
+        (Path(inv) / "lab.yml").write_text((REPO / "inventory" / "lab.yml").read_text())
+        cache = tmp / f"cache-{n}"
+        try:
+            wall, data = run(["provision", "--hosts", ",".join(names), "--inventory", inv,
+                              "--var", "provision_artifacts=push", "--var",
+                              f"provision_artifacts_cache={cache}"], tmp / f"push-{n}.json")
+        finally:
+            lab.down(names)
+        failed = data.get("failed_hosts") or []
+        if failed:
+            sys.exit(f"bench: the push install failed on {failed}")
+        out[f"wall_s_{n}"] = round(wall, 1)
+        out[f"fetched_mb_{n}"] = round(_tree_bytes(cache) / 1e6, 1)
+        print(f"fresh full install with push, {n:2d} offline host(s): {wall:6.1f}s, "
+              f"{out[f'fetched_mb_{n}']:.1f} MB fetched into the cache", flush=True)
+    small, big = counts
+    out["ratio"] = round(out[f"wall_s_{big}"] / out[f"wall_s_{small}"], 2)
+    print(f"{out['scenario']}: ratio {out['ratio']:.2f}x, fetched "
+          f"{out[f'fetched_mb_{big}']:.1f} MB vs {out[f'fetched_mb_{small}']:.1f} MB",
+          flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
@@ -185,7 +225,15 @@ def main() -> None:
                     help="also time a fresh users+wheel converge of 300 users vs 10")
     ap.add_argument("--only-many-users", action="store_true",
                     help="time only that (boots its own 2 hosts)")
+    ap.add_argument("--push", action="store_true", help="also time a fresh install with "
+                    "provision_artifacts: push on 1 and 10 offline hosts")
+    ap.add_argument("--only-push", action="store_true", help="time only that")
     opts = ap.parse_args()
+    if opts.only_push:
+        with tempfile.TemporaryDirectory(prefix="jhprov-bench-") as d:
+            row = push_fresh(opts.max_hosts + 1, Path(d), str(inventory(Path(d))))
+        print(json.dumps(row))
+        return
     if opts.only_many_users:
         with tempfile.TemporaryDirectory(prefix="jhprov-bench-") as d:
             row = many_users(opts.max_hosts + 1, Path(d), str(inventory(Path(d))))
@@ -223,6 +271,8 @@ def main() -> None:
             rows += fresh(opts.max_hosts + 1, tmp, inv)
         if opts.many_users:
             rows.append(many_users(opts.max_hosts + 1, tmp, inv))
+        if opts.push:
+            rows.append(push_fresh(opts.max_hosts + 1, tmp, inv))
         # Leave the hosts as they were: the bench users go away again.
         import yaml
 
