@@ -228,7 +228,7 @@ print(json.dumps({"version": "%d.%d" % sys.version_info[:2], "impl": sys.impleme
 
 def _host_json(hr: HostRun, python: str, program: str, what: str, step: str) -> dict:
     key = (python, what)
-    cache = hr.__dict__.setdefault("_artifact_info", {})
+    cache = hr.artifact_info
     if key not in cache:
         r = hr.run([python, "-c", program], step=step, display=f"read the host's {what}")
         try:
@@ -270,13 +270,21 @@ _APT_CONF_KEYS = re.compile(r"^(Acquire::Check-Valid-Until|Acquire::Check-Date|"
 class Store:
     """The workstation's cache, shared by every host of a run (one per cache path)."""
 
-    def __init__(self, root: Path, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.log = log or (lambda text: None)
+        self._local = threading.local()  # each host's thread: where its progress goes
         self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
         self._sets: dict[str, list[Artifact]] = {}
         self._updated: set[str] = set()
+
+    def log(self, text: str) -> None:
+        getattr(self._local, "log", lambda text: None)(text)
+
+    def logging_to(self, log: Callable[[str], None]) -> Store:
+        """This store, its progress in this thread shown by ``log``."""
+        self._local.log = log
+        return self
 
     def lock(self, key: str) -> threading.Lock:
         with self._guard:
@@ -559,7 +567,7 @@ def cache_root(v: dict) -> Path:
 
 # ------------------------------------------------------------------ push
 def resolve(hr: HostRun, push: Push, step: str) -> list[Artifact]:
-    s = store(cache_root(hr.vars))
+    s = store(cache_root(hr.vars)).logging_to(lambda text: hr.log(f"{step}: {text}"))
     fetch = push.fetch
     try:
         if fetch.kind == "apt":
@@ -606,5 +614,4 @@ def push(hr: HostRun, op: Push, step: str) -> None:
     hr.run(["python3", "-c", receiver(), "take", json.dumps(want)], stdin=buf.getvalue(),
            step=step, timeout=PUSH_TIMEOUT,
            display=f"receive {len(missing)} artifacts into {HOST_DIR}")
-    pushed = hr.__dict__.setdefault("pushed_bytes", [0])
-    pushed[0] += size
+    hr.report.pushed_bytes += size

@@ -30,6 +30,8 @@ class HostReport:
     handlers: list[str] = field(default_factory=list)
     #: what a step or handler wants the sysadmin to know (the host is not failed by it)
     notes: list[str] = field(default_factory=list)
+    #: bytes of artifacts sent to the host (provision_artifacts: push)
+    pushed_bytes: int = 0
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.steps if s.status == status)
@@ -56,6 +58,7 @@ class HostReport:
             "unreachable": self.unreachable,
             "error": self.error,
             "round_trips": self.round_trips,
+            "pushed_bytes": self.pushed_bytes,
             "duration": round(self.duration, 3),
             "handlers": self.handlers,
             "notes": self.notes,

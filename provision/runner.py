@@ -76,6 +76,8 @@ class HostRun:
         #: handlers due in this run (a handler may skip work another one will do)
         self.notified: set[str] = set()
         self._marked: set[str] = set()  # pending markers already written in this run
+        #: what provision.artifacts read from the host (its Python, its apt sources)
+        self.artifact_info: dict[tuple[str, str], dict] = {}
 
     def run(self, argv: Sequence[str], **kw: Any) -> Result:
         return self.transport.run(argv, **kw)

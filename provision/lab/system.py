@@ -382,11 +382,13 @@ def cgroup_pids(directory: Path) -> list[int]:
     return pids
 
 
-def cgroup_kill(directory: Path, timeout: float = 10.0) -> None:
+def cgroup_kill(directory: Path, timeout: float = 60.0) -> None:
     """SIGKILL every process in the cgroup tree `directory` until it is empty.
 
     Used after a clean shutdown had its chance: what is left there is ours by
     construction (the lab created the cgroup and started its first process in it).
+    A killed process may take a while to be gone on a loaded machine (ten hosts going
+    down at once, each freeing a hub's memory: one took over 10 s), hence the minute.
     """
     deadline = time.monotonic() + timeout
     while True:

@@ -114,3 +114,19 @@ def test_a_push_sends_only_what_the_host_lacks_or_has_damaged(converged, inv):
     assert sh(OFFLINE_HOST, "systemctl is-active configurable-http-proxy").strip() == "active"
     proc, report = provision_json(inv, OFFLINE_HOST, tmp)
     assert "nothing to do" in proc.stdout
+
+
+def test_a_package_no_source_has_fails_clearly_and_changes_nothing(converged, inv):
+    _, _, tmp = converged
+    from e2e_support import snapshot
+
+    before = snapshot(OFFLINE_HOST)
+    proc, report = provision_json(inv, OFFLINE_HOST, tmp, "--var",
+                                  'jupyterhub_user_apt_packages=["no-such-package-jhp"]',
+                                  check=False)
+    assert proc.returncode != 0
+    step = next(s for s in report["hosts"][OFFLINE_HOST]["steps"] if s["status"] == "failed")
+    assert step["name"] == "users' apt packages"
+    assert "failed on the workstation" in step["error"]["message"]
+    assert "no-such-package-jhp" in step["error"]["stderr"]
+    assert snapshot(OFFLINE_HOST) == before
