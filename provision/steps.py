@@ -181,6 +181,7 @@ class UserSpec:
     groups: tuple[str, ...] = ()
     password_hash: str | None = None
     state: str = "present"  # present | locked | absent
+    home_mode: str | None = None  # mode of the home useradd creates (else login.defs')
 
 
 def plan_user(facts: Facts, spec: UserSpec, *, purge: bool = False,
@@ -224,9 +225,12 @@ def plan_user(facts: Facts, spec: UserSpec, *, purge: bool = False,
             argv += ["--uid", str(spec.uid)]
         if spec.comment:
             argv += ["--comment", spec.comment]
+        if spec.home_mode:  # made with its mode: no chmod after, one command per account
+            argv += ["--key", f"HOME_MODE={_mode(spec.home_mode)}"]
         act.ops.append(Command([*argv, "--", spec.name]))
         lines.append(f"+ user {spec.name}" + (f" uid={spec.uid}" if spec.uid else "")
-                     + f" shell={spec.shell} home={home}")
+                     + f" shell={spec.shell} home={home}"
+                     + (f" (mode {_mode(spec.home_mode)})" if spec.home_mode else ""))
     else:
         if spec.uid is not None and cur.uid != spec.uid:
             act.ops.append(Command(["usermod", "--uid", str(spec.uid), "--", spec.name]))

@@ -489,8 +489,10 @@ class Shell:
         home = opt("--home-dir", f"/home/{name}")
         self.st.add_user(name, uid, gid=gid, comment=opt("--comment", ""), home=home,
                          shell=opt("--shell", "/bin/sh"))
+        keys = dict(argv[i + 1].partition("=")[::2] for i, a in enumerate(argv)
+                    if a == "--key")
         if "--create-home" in argv:
-            self.st.add_dir(home, DEBIAN_HOME_MODE, name, name)
+            self.st.add_dir(home, keys.get("HOME_MODE", DEBIAN_HOME_MODE), name, name)
 
     def _usermod(self, argv, stdin, as_user):
         name = argv[-1]
@@ -502,8 +504,11 @@ class Shell:
             raise UnmodelledCommand(f"the host model does not run {argv}")
 
     def _chpasswd(self, argv, stdin, as_user):
-        name, _, hashed = (stdin or b"").decode().strip().partition(":")
-        self._shadow(name, 1, hashed)
+        for line in (stdin or b"").decode().splitlines():  # one account per line
+            name, _, hashed = line.partition(":")
+            if name not in self._users():
+                return 1, "", f"chpasswd: line 1: user '{name}' does not exist\n"
+            self._shadow(name, 1, hashed)
 
     def _chmod(self, argv, stdin, as_user):
         self.st.files[argv[-1]]["mode"] = f"{int(argv[1], 8):04o}"

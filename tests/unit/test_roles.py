@@ -119,17 +119,17 @@ def test_users_on_fresh_host():
     v = inventory_vars()
     actions = plan_role("users", v, fresh())
     assert names(actions) == [
-        "user alice", "directory /home/alice",
-        "user bob", "directory /home/bob", "directory /home/bob/.ssh",
-        "file /home/bob/.ssh/authorized_keys",
-        "user carol", "directory /home/carol",
+        "user alice",
+        "user bob", "directory /home/bob/.ssh", "file /home/bob/.ssh/authorized_keys",
+        "user carol",
         "user dave",
         "group docker", "group gpu", "group jupyterhub-users",
     ]
     alice = by_name(actions, "user alice")
     assert argvs(alice)[0] == ["useradd", "--create-home", "--home-dir", "/home/alice",
                                "--shell", "/bin/bash", "--user-group", "--uid", "2001",
-                               "--comment", "Alice Liddell", "--", "alice"]
+                               "--comment", "Alice Liddell", "--key", "HOME_MODE=0750",
+                               "--", "alice"]
     assert alice.ops[1].stdin == f"alice:{ALICE_HASH}\n".encode()
     assert ALICE_HASH not in alice.diff + "".join(op.shown() for op in alice.ops)
     # bob has no uid in the inventory: the first free one from users_uid_min
@@ -138,8 +138,9 @@ def test_users_on_fresh_host():
     assert argvs(by_name(actions, "user carol"))[-1] == [
         "usermod", "--lock", "--expiredate", "1", "--", "carol"]
     assert not by_name(actions, "user dave").changed  # absent and not there
-    assert argvs(by_name(actions, "directory /home/alice")) == [
-        ["chmod", "0750", "--", "/home/alice"]]
+    assert "(mode 0750)" in alice.diff  # the home is made with it: no chmod after
+    assert not any(a.name.startswith("directory /home/") and not a.name.endswith("/.ssh")
+                   for a in actions)
     keys = by_name(actions, "file /home/bob/.ssh/authorized_keys").ops[0]
     assert isinstance(keys, Upload)
     assert (keys.mode, keys.owner, keys.group) == ("0600", "bob", "bob")
@@ -261,7 +262,7 @@ def test_adding_a_user_does_not_touch_the_hub():
     assert not changes(plan_role("proxy", v, host))
     users = plan_role("users", v, host)
     assert names([a for a in users if a.changed]) == [
-        "user erin", "directory /home/erin", "group jupyterhub-users"]
+        "user erin", "group jupyterhub-users"]
 
 
 def test_locking_a_user_ends_their_session_then_locks_and_drops_hub_membership():
@@ -540,3 +541,39 @@ def test_a_secret_pam_wrote_back_0400_is_not_drift_but_0644_is():
     host.files["/var/lib/jupyterhub-otp/alice"]["mode"] = "0644"
     act = by_name(plan_role("otp", v, host), "one-time password secret of alice")
     assert argvs(act) == [["chmod", "0600", "--", "/var/lib/jupyterhub-otp/alice"]]
+
+
+def test_many_new_passwords_are_set_by_one_chpasswd_after_the_accounts():
+    hashes = {n: f"$6$salt{n}$hashof{n}" for n in ("erin", "frank", "gina")}
+    people = [{"name": "erin", "password_hash": hashes["erin"]},
+              {"name": "frank", "password_hash": hashes["frank"]},
+              {"name": "gina", "password_hash": hashes["gina"], "state": "locked"}]
+    v = inventory_vars(users=people)
+    actions = plan_role("users", v, fresh())
+    merged = by_name(actions, "passwords of 2 users")
+    assert argvs(merged) == [["chpasswd", "--encrypted"]]
+    assert merged.ops[0].stdin == (f"erin:{hashes['erin']}\nfrank:{hashes['frank']}\n"
+                                   .encode())
+    assert merged.diff.splitlines() == ["~ user erin: password set (hash not shown)",
+                                        "~ user frank: password set (hash not shown)"]
+    erin = by_name(actions, "user erin")
+    assert [a[0] for a in argvs(erin)] == ["useradd"] and "password" not in erin.diff
+    # after every account's own step (chpasswd needs the account)
+    assert names(actions).index("passwords of 2 users") > names(actions).index("user gina")
+    # a hash set before a lock stays in its own step, before the lock
+    assert [a[0] for a in argvs(by_name(actions, "user gina"))] == [
+        "useradd", "chpasswd", "usermod"]
+    shown = "".join(op.shown() + a.diff for a in actions for op in a.ops)
+    assert not any(h in shown for h in hashes.values())
+    host = converged(v)  # the model runs the merged chpasswd, then nothing is left to do
+    assert not changes(plan_role("users", v, host))
+
+
+def test_one_password_change_stays_in_its_users_step():
+    host = converged(inventory_vars())
+    new = "$6$othersalt$otherhash"
+    v = inventory_vars()
+    v["users"][0]["password_hash"] = new  # alice
+    changed = [a for a in plan_role("users", v, host) if a.changed]
+    assert names(changed) == ["user alice"]
+    assert changed[0].ops[0].stdin == f"alice:{new}\n".encode()
