@@ -226,7 +226,9 @@ def facts(v: dict[str, Any]) -> FactRequest:
     for u in users(v):
         home = f"~{u['name']}"  # the account's real home, wherever it is
         req.shadow.add(u["name"])
-        req.files.update({home, f"{home}/.ssh"})
+        # /home/NAME too: a home left behind by an earlier account, which useradd keeps
+        # as it is (neither its mode nor its owner)
+        req.files.update({home, f"{home}/.ssh", f"/home/{u['name']}"})
         req.content.add(f"{home}/.ssh/authorized_keys")
         if u["password_hash"]:
             req.password[u["name"]] = u["password_hash"]
@@ -263,7 +265,8 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
         if u["state"] == "absent":
             continue
         home = home_of(facts, u["name"])
-        if cur is not None:  # a new account's home is made with its mode (HOME_MODE)
+        # a new account's home is made with its mode (HOME_MODE), unless it was there
+        if cur is not None or facts.file(home).exists:
             actions.append(plan_directory(facts, home, mode=v["users_home_mode"],
                                           owner=u["name"], group=u["name"]))
         if u["authorized_keys"] is not None:

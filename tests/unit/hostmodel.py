@@ -611,16 +611,17 @@ def fresh() -> HostState:
 MODELLED_ROLES = [r for r in ROLES if r.NAME != "apache"]
 
 
-def converged(v: dict[str, Any]) -> HostState:
-    """The host the roles leave behind for ``v``: a fresh host on which the runner applied
-    every enabled role's planned ops and ran its handlers (through ``Shell``)."""
+def converged(v: dict[str, Any], start: HostState | None = None) -> HostState:
+    """The host the roles leave behind for ``v``: a fresh host (or ``start``) on which the
+    runner applied every enabled role's planned ops and ran its handlers (through
+    ``Shell``)."""
     from provision.display import Display
     from provision.runner import run
 
     key = json.dumps(v, sort_keys=True, default=repr)
-    if key in _CONVERGED:
+    if start is None and key in _CONVERGED:
         return copy.deepcopy(_CONVERGED[key])
-    st = HostState()
+    st = start if start is not None else HostState()
     shell = Shell(st)
     report = run([Host("lab1", vars=v)], MODELLED_ROLES,
                  display=Display(io.StringIO(), color=False),
@@ -630,7 +631,8 @@ def converged(v: dict[str, Any]) -> HostState:
         raise AssertionError(f"converging the model host failed: {rep.error}\n"
                              + "\n".join(f"{s.name}: {s.error}" for s in rep.steps
                                          if s.status == "failed"))
-    _CONVERGED[key] = copy.deepcopy(st)
+    if start is None:
+        _CONVERGED[key] = copy.deepcopy(st)
     return st
 
 

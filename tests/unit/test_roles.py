@@ -577,3 +577,17 @@ def test_one_password_change_stays_in_its_users_step():
     changed = [a for a in plan_role("users", v, host) if a.changed]
     assert names(changed) == ["user alice"]
     assert changed[0].ops[0].stdin == f"alice:{new}\n".encode()
+
+
+def test_a_home_left_behind_is_given_to_the_new_account():
+    v = inventory_vars(users=[{"name": "erin", "uid": 2010}])
+    host = fresh()
+    host.add_dir("/home/erin", "0755", "root", "root")  # an earlier erin's, kept by userdel
+    actions = plan_role("users", v, host)
+    assert names(actions)[:2] == ["user erin", "directory /home/erin"]
+    fix = by_name(actions, "directory /home/erin")
+    assert "erin:erin" in fix.diff and "0750" in fix.diff
+    host = converged(v, start=host)
+    assert (host.files["/home/erin"]["mode"], host.files["/home/erin"]["owner"]) == (
+        "0750", "erin")
+    assert not changes(plan_role("users", v, host))
