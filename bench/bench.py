@@ -253,8 +253,9 @@ def main() -> None:
         return
     if opts.only_many_users:
         with tempfile.TemporaryDirectory(prefix="jhprov-bench-") as d:
-            rows = [many_users(opts.max_hosts + 1, Path(d), str(inventory(Path(d))),
-                               passwords=p) for p in (False, True)]
+            inv = str(inventory(Path(d)))
+            rows = [many_users(opts.max_hosts + 1, Path(d), inv, passwords=p)
+                    for p in (False, True)]
         print(json.dumps(rows))
         return
     started = time.perf_counter()
