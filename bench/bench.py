@@ -14,7 +14,10 @@ does it again on 2 new hosts with a password hash for every user.
 With --push (or --only-push) it boots 1 and then 10 fresh hosts with no way out (`lab.up
 --offline`) and installs the full stack on them with `provision_artifacts: push`, each
 time from an empty workstation cache: wall time, and the bytes the cache took in (what was
-fetched from the registries) for 10 hosts vs 1 (issue 15: <= 1.3x, and equal bytes).
+fetched from the registries) for 10 hosts vs 1 (issue 15: <= 1.3x, and equal bytes), and
+the CPU seconds the install took on the hosts (their cgroups' cpu.stat) and on the
+workstation: with the lab hosts on this machine, the wall time cannot go below their sum
+divided by its cores.
 
 With --fresh it also boots 4 more hosts and compares a fresh install of the full stack on
 2 of them with the bare install commands typed by hand on the other 2 (both in parallel).
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -196,6 +200,21 @@ def _tree_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+def hosts_cpu_s(names: list[str]) -> float:
+    """CPU seconds the lab hosts `names` have used (cgroup2's cpu.stat of each host's
+    cgroup: every process of the container, its systemd included)."""
+    from provision.lab import system
+
+    total = 0
+    for name in names:
+        for directory in system.cgroup_dirs(name):
+            stat = directory / "cpu.stat"
+            if stat.is_file():
+                fields = dict(line.split() for line in stat.read_text().splitlines())
+                total += int(fields.get("usage_usec", 0))
+    return total / 1e6
+
+
 def push_fresh(first: int, tmp: Path, inv: str, counts: tuple[int, int] = (1, 10)) -> dict:
     """A fresh full install with provision_artifacts: push on 1, then 10, offline hosts,
     each from an empty cache."""
@@ -207,9 +226,21 @@ def push_fresh(first: int, tmp: Path, inv: str, counts: tuple[int, int] = (1, 10
         (Path(inv) / "lab.yml").write_text((REPO / "inventory" / "lab.yml").read_text())
         cache = tmp / f"cache-{n}"
         try:
+            cpu_before = hosts_cpu_s(names)
+            ours_before = resource.getrusage(resource.RUSAGE_CHILDREN)
             wall, data = run(["provision", "--hosts", ",".join(names), "--inventory", inv,
                               "--var", "provision_artifacts=push", "--var",
                               f"provision_artifacts_cache={cache}"], tmp / f"push-{n}.json")
+            ours = resource.getrusage(resource.RUSAGE_CHILDREN)
+            # the CPU the install took: the hosts' and the workstation's (invoke, its
+            # apt-get, pip and npm); with the hosts on this machine, the wall time of n
+            # hosts cannot go below all of it divided by the machine's cores
+            out[f"hosts_cpu_s_{n}"] = round(hosts_cpu_s(names) - cpu_before, 1)
+            out[f"workstation_cpu_s_{n}"] = round(
+                ours.ru_utime + ours.ru_stime - ours_before.ru_utime - ours_before.ru_stime, 1)
+            cores = os.cpu_count() or 1
+            floor_s = (out[f"hosts_cpu_s_{n}"] + out[f"workstation_cpu_s_{n}"]) / cores
+            out[f"cpu_floor_s_{n}"] = round(floor_s, 1)
             failed = data.get("failed_hosts") or []
             if failed:
                 sys.exit(f"bench: the push install failed on {failed}")
@@ -222,7 +253,10 @@ def push_fresh(first: int, tmp: Path, inv: str, counts: tuple[int, int] = (1, 10
                                               data["hosts"].values()) / 1e6, 1)
             print(f"fresh full install with push, {n:2d} offline host(s): {wall:6.1f}s, "
                   f"{out[f'fetched_mb_{n}']:.1f} MB fetched into the cache (+ Node.js for "
-                  f"the workstation), {out[f'pushed_mb_{n}']:.1f} MB pushed", flush=True)
+                  f"the workstation), {out[f'pushed_mb_{n}']:.1f} MB pushed; CPU "
+                  f"{out[f'hosts_cpu_s_{n}']:.0f} s on the hosts + "
+                  f"{out[f'workstation_cpu_s_{n}']:.0f} s on the workstation, / "
+                  f"{cores} cores = {floor_s:.0f} s", flush=True)
         finally:
             lab.down(names)
     small, big = counts
