@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,20 +135,14 @@ def check_health(run: Any, unit: str, url: str, limit: float, *, step: str,
         return Health(res.rc == 0, reason[0])
 
 
-def service_log(run: Any, unit: str, since: int | None, *, exclude_comm: tuple[str, ...] = (),
-                lines: int = 15) -> tuple[str, str]:
-    """The unit's own recent log lines (not those of ``exclude_comm`` processes, nor
-    systemd's about left-over processes), the first error marked ``>>``; and that line."""
-    argv = ["journalctl", "--unit", unit, "--no-pager", "--output", "json", "--lines", "400"]
-    if since:
-        argv[3:3] = ["--since", f"@{since}"]
-    out = run.run(argv, check=False).out
+def _journal_messages(out: str, exclude_comm: tuple[str, ...]) -> list[tuple[str, bool]]:
+    """journalctl's JSON lines as (message, the service's own: not systemd's)."""
     messages = []
     for raw in out.splitlines():
         try:
             entry = json.loads(raw)
         except ValueError:  # not JSON (an old journalctl): keep the line as it is
-            messages.append(raw)
+            messages.append((raw, True))
             continue
         msg = entry.get("MESSAGE")
         if isinstance(msg, list):  # binary-safe form: a list of bytes
@@ -155,11 +150,40 @@ def service_log(run: Any, unit: str, since: int | None, *, exclude_comm: tuple[s
         if not isinstance(msg, str) or str(entry.get("_COMM", "")).startswith(exclude_comm) \
                 or any(s in msg for s in _NOT_OURS):
             continue
-        messages.append(msg)
-    first = next((i for i, m in enumerate(messages)
-                  if any(w in m.lower() for w in _ERROR_WORDS)), None)
+        systemd = entry.get("_COMM") == "systemd" or str(entry.get("_PID")) == "1"
+        messages.append((msg, not systemd))
+    return messages
+
+
+def _first_error(messages: list[tuple[str, bool]], own: bool) -> int | None:
+    return next((i for i, (m, o) in enumerate(messages)
+                 if (o or not own) and any(w in m.lower() for w in _ERROR_WORDS)), None)
+
+
+def service_log(run: Any, unit: str, since: int | None, *, exclude_comm: tuple[str, ...] = (),
+                lines: int = 15, settle: float = 3.0) -> tuple[str, str]:
+    """The unit's own recent log lines (not those of ``exclude_comm`` processes, nor
+    systemd's about left-over processes), the first error marked ``>>``; and that line.
+
+    The service's own error is preferred to systemd's ("Failed with result ..."). journald
+    reads a service's output through a stream and may log systemd's own lines about its
+    exit first: when no line of the service's own is an error yet, the journal is read
+    again (for up to ``settle`` seconds, a failure's path only)."""
+    argv = ["journalctl", "--unit", unit, "--no-pager", "--output", "json", "--lines", "400"]
+    if since:
+        argv[3:3] = ["--since", f"@{since}"]
+    deadline = time.monotonic() + settle
+    while True:
+        messages = _journal_messages(run.run(argv, check=False).out, exclude_comm)
+        first = _first_error(messages, own=True)
+        if first is not None or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    if first is None:
+        first = _first_error(messages, own=False)
     start = max(0, len(messages) - lines)
-    shown = [(">> " if i == first else "   ") + messages[i] for i in range(start, len(messages))]
+    shown = [(">> " if i == first else "   ") + messages[i][0]
+             for i in range(start, len(messages))]
     if first is not None and first < start:  # the first error is older than the tail
-        shown[:0] = [">> " + messages[first], "   ..."]
-    return "\n".join(shown), (messages[first].strip() if first is not None else "")
+        shown[:0] = [">> " + messages[first][0], "   ..."]
+    return "\n".join(shown), (messages[first][0].strip() if first is not None else "")

@@ -183,6 +183,57 @@ def test_an_error_older_than_the_tail_is_still_shown():
                                  *(f"   line {i}" for i in range(25, 30))]
 
 
+class LaggingLogRun:
+    """journalctl as journald answers while it has not read the service's stream yet:
+    systemd's own lines first, the service's after ``lag`` reads."""
+
+    def __init__(self, early: str, late: str, lag: int) -> None:
+        self.early, self.late, self.lag, self.reads = early, late, lag, 0
+
+    def run(self, argv, **kw):
+        self.reads += 1
+        out = self.early if self.reads <= self.lag else self.late
+        return type("R", (), {"out": out, "rc": 0, "err": ""})()
+
+
+SYSTEMD_ONLY = journal(
+    {"_COMM": "systemd", "_PID": "1", "MESSAGE": "jupyterhub.service: Main process exited, "
+                                                 "code=exited, status=1/FAILURE"},
+    {"_COMM": "systemd", "_PID": "1", "MESSAGE": "jupyterhub.service: Failed with result "
+                                                 "'exit-code'."},
+)
+
+
+def test_the_services_own_error_wins_over_systemds_even_when_logged_later():
+    late = journal(
+        {"_COMM": "systemd", "_PID": "1", "MESSAGE": "jupyterhub.service: Failed with result "
+                                                     "'exit-code'."},
+        {"_COMM": "jupyterhub", "_PID": "812", "MESSAGE": "sqlite3.OperationalError: unable "
+                                                          "to open database file"},
+    )
+    run = LaggingLogRun(late, late, 0)
+    _, first = service_log(run, "jupyterhub.service", None)
+    assert first == "sqlite3.OperationalError: unable to open database file"
+    assert run.reads == 1
+
+
+def test_the_journal_is_read_again_until_the_services_own_lines_arrive():
+    run = LaggingLogRun(SYSTEMD_ONLY, SYSTEMD_ONLY + HUB_CRASH, 2)
+    text, first = service_log(run, "jupyterhub.service", None, settle=5)
+    assert run.reads == 3
+    assert first.startswith("[E app:3390] Failed to connect to db")
+    assert ">> [E app:3390]" in text
+
+
+def test_with_no_error_of_its_own_systemds_line_is_the_error_after_the_wait():
+    run = LaggingLogRun(SYSTEMD_ONLY, SYSTEMD_ONLY, 99)
+    start = time.monotonic()
+    _, first = service_log(run, "jupyterhub.service", None, settle=1)
+    assert time.monotonic() - start >= 1
+    assert 2 <= run.reads <= 4
+    assert first == "jupyterhub.service: Failed with result 'exit-code'."
+
+
 # ------------------------------------------------------------------ through the runner
 def test_a_hub_that_crashes_is_reported_with_its_error_and_rolled_back():
     v = inventory_vars()
