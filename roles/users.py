@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from provision.accounts import merge_useradds
 from provision.facts import FactRequest, Facts
 from provision.role import registry
 from provision.role import HubContribution, HubRole, HubService
@@ -49,6 +50,13 @@ VARIABLES = [
         "First uid given to users listed without one (same inventory, same uid everywhere)."),
     Var("users_hub_group", "jupyterhub-users", "group",
         "Group of every present user; JupyterHub lets its members log in."),
+    Var("users_bulk_create", True, "bool",
+        "When a run creates two or more accounts, hand their `useradd` commands to one "
+        "program on the host that writes them all in one locked update of passwd, shadow, "
+        "group, gshadow, subuid and subgid: the same entries and homes, under the same "
+        "locks, ~0.3 ms per account instead of ~20 ms. It runs `useradd` itself where the "
+        "result could differ (a name, id or home already there, useradd hooks, SELinux, "
+        "auditd, ...). false: one `useradd` per account."),
 ]
 
 # System groups that hand out root's files or devices: never a lab user's extra group.
@@ -275,6 +283,8 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
             text = "".join(k.strip() + "\n" for k in u["authorized_keys"])
             actions.append(plan_file(facts, f"{home}/.ssh/authorized_keys", text, mode="0600",
                                      owner=u["name"], group=u["name"], run_as=u["name"]))
+    if v["users_bulk_create"]:
+        actions = merge_useradds(actions)
     actions = merge_passwords(actions)
     # Memberships after the accounts exist (gpasswd needs the user).
     extra_groups = sorted({g for u in users(v) for g in u["groups"]})

@@ -14,6 +14,7 @@ import pytest
 
 from faketransport import FakeTransport
 from hostmodel import HostState, inventory_vars
+from provision.accounts import USERADD_BATCH
 from provision.display import Display
 from provision.inventory import Host
 from provision.role import load_roles
@@ -98,8 +99,8 @@ def many_users(n: int) -> list[dict]:
     return [{"name": f"u{i:03d}", "uid": 3000 + i} for i in range(n)]
 
 
-def users_run(n: int, fail: str | None = None):  # noqa: ANN201
-    v = inventory_vars(users=many_users(n))
+def users_run(n: int, fail: str | None = None, bulk: bool = False):  # noqa: ANN201
+    v = inventory_vars(users=many_users(n), users_bulk_create=bulk)
     st = HostState()
 
     def failing(argv: list[str]):  # noqa: ANN202
@@ -132,6 +133,41 @@ def test_a_failure_in_a_batch_is_its_own_steps_and_nothing_after_it_runs():
     assert err["rc"] == 9 and err["stderr"] == "useradd: cannot create u004\n"
     assert "useradd" in err["command"] and "u004" in err["command"]
     assert not any("u005" in argv for argv, _ in t.calls)
+
+
+@pytest.mark.parametrize("n", [2, 40])
+def test_new_accounts_are_one_step_of_their_useradd_commands(n):
+    """users_bulk_create: the accounts' useradd commands go to the host's batch writer
+    together, in inventory order, one step before the accounts' own steps."""
+    rep, t = users_run(n, bulk=True)
+    assert not rep.failed, rep.error
+    assert rep.round_trips == 2
+    (batch,) = [stdin for argv, stdin in t.calls if USERADD_BATCH in argv]
+    assert [a[-1] for a in json.loads(batch)] == [u["name"] for u in many_users(n)]
+    assert not any(argv[:1] == ["useradd"] for argv, _ in t.calls)
+    step = rep.steps[[s.name for s in rep.steps].index(f"accounts of {n} users")]
+    assert step.status == "changed" and step.diff.count("+ user u") == n
+
+
+def test_one_new_account_is_its_own_useradd():
+    rep, t = users_run(1, bulk=True)
+    assert not rep.failed and [argv[-1] for argv, _ in t.calls if argv[:1] == ["useradd"]] \
+        == ["u000"]
+    assert not any(USERADD_BATCH in argv for argv, _ in t.calls)
+
+
+def test_a_failed_batch_writer_fails_its_step_with_what_it_said():
+    v = inventory_vars(users=many_users(5))
+    st = HostState()
+    err = "/etc/passwd is locked by process 4321\n"
+    t = FakeTransport("lab1", responder=st.responder(
+        lambda argv: (1, "", err) if USERADD_BATCH in argv else None))
+    rep = run([Host("lab1", vars=v)], USERS_ROLES, display=Display(io.StringIO(), color=False),
+              transport_factory=lambda h: t).hosts["lab1"]
+    assert rep.failed and rep.steps[-1].name == "accounts of 5 users"
+    assert rep.steps[-1].error["stderr"] == err
+    assert "u000, u001, u002, u003, u004" in rep.steps[-1].error["command"]
+    assert not any(argv[:1] == ["gpasswd"] for argv, _ in t.calls)  # nothing after it
 
 
 def test_check_mode_batches_nothing_and_sends_only_the_facts():

@@ -9,6 +9,8 @@ checks shows up here as a change on a converged host.
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 import pytest
@@ -119,26 +121,32 @@ def test_users_on_fresh_host():
     v = inventory_vars()
     actions = plan_role("users", v, fresh())
     assert names(actions) == [
+        "accounts of 3 users",
         "user alice",
         "user bob", "directory /home/bob/.ssh", "file /home/bob/.ssh/authorized_keys",
         "user carol",
         "user dave",
         "group docker", "group gpu", "group jupyterhub-users",
     ]
-    alice = by_name(actions, "user alice")
-    assert argvs(alice)[0] == ["useradd", "--create-home", "--home-dir", "/home/alice",
-                               "--shell", "/bin/bash", "--user-group", "--uid", "2001",
-                               "--comment", "Alice Liddell", "--key", "HOME_MODE=0750",
-                               "--", "alice"]
-    assert alice.ops[1].stdin == f"alice:{ALICE_HASH}\n".encode()
-    assert ALICE_HASH not in alice.diff + "".join(op.shown() for op in alice.ops)
+    # the three new accounts' useradd commands, in inventory order, made in one step
+    accounts = by_name(actions, "accounts of 3 users")
+    alice, bob, carol = json.loads(accounts.ops[0].stdin)
+    assert alice == ["useradd", "--create-home", "--home-dir", "/home/alice",
+                     "--shell", "/bin/bash", "--user-group", "--uid", "2001",
+                     "--comment", "Alice Liddell", "--key", "HOME_MODE=0750", "--", "alice"]
+    assert "alice, bob, carol" in accounts.ops[0].shown()
+    assert accounts.diff.splitlines()[0].startswith("+ user alice uid=2001")
+    assert "(mode 0750)" in accounts.diff  # the home is made with it: no chmod after
+    # each account's own step keeps what follows its useradd
+    assert by_name(actions, "user alice").ops[0].stdin == f"alice:{ALICE_HASH}\n".encode()
+    assert ALICE_HASH not in "".join(a.diff + "".join(op.shown() for op in a.ops)
+                                     for a in actions)
     # bob has no uid in the inventory: the first free one from users_uid_min
-    assert "--uid" in argvs(by_name(actions, "user bob"))[0]
-    assert argvs(by_name(actions, "user bob"))[0][8] == "2000"
+    assert bob[bob.index("--uid") + 1] == "2000"
+    assert carol[-1] == "carol"
     assert argvs(by_name(actions, "user carol"))[-1] == [
         "usermod", "--lock", "--expiredate", "1", "--", "carol"]
     assert not by_name(actions, "user dave").changed  # absent and not there
-    assert "(mode 0750)" in alice.diff  # the home is made with it: no chmod after
     assert not any(a.name.startswith("directory /home/") and not a.name.endswith("/.ssh")
                    for a in actions)
     keys = by_name(actions, "file /home/bob/.ssh/authorized_keys").ops[0]
@@ -557,12 +565,12 @@ def test_many_new_passwords_are_set_by_one_chpasswd_after_the_accounts():
     assert merged.diff.splitlines() == ["~ user erin: password set (hash not shown)",
                                         "~ user frank: password set (hash not shown)"]
     erin = by_name(actions, "user erin")
-    assert [a[0] for a in argvs(erin)] == ["useradd"] and "password" not in erin.diff
+    assert argvs(erin) == [] and "password" not in erin.diff  # useradd: in the accounts'
     # after every account's own step (chpasswd needs the account)
     assert names(actions).index("passwords of 2 users") > names(actions).index("user gina")
+    assert names(actions).index("accounts of 3 users") < names(actions).index("user erin")
     # a hash set before a lock stays in its own step, before the lock
-    assert [a[0] for a in argvs(by_name(actions, "user gina"))] == [
-        "useradd", "chpasswd", "usermod"]
+    assert [a[0] for a in argvs(by_name(actions, "user gina"))] == ["chpasswd", "usermod"]
     shown = "".join(op.shown() + a.diff for a in actions for op in a.ops)
     assert not any(h in shown for h in hashes.values())
     host = converged(v)  # the model runs the merged chpasswd, then nothing is left to do
