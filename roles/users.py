@@ -1,5 +1,8 @@
 """users: Linux accounts from the inventory, created with ``useradd``, kept with ``usermod``.
 
+A run's new accounts (two or more) are one step: their ``useradd`` commands go together to
+the host's batch writer (``provision.accounts``), which leaves what they would leave.
+
 Every user with ``state: present`` is a member of ``users_hub_group``, which is what lets
 them log in to JupyterHub (``allowed_groups``): adding or locking a user therefore changes
 group membership only, never the hub's config, and never restarts the hub.
@@ -31,7 +34,9 @@ from ._common import (
 
 NAME = "users"
 SUMMARY = (
-    "Linux users from the inventory (`useradd`), same uid on every host, optional "
+    "Linux users from the inventory (`useradd`; a run's new accounts in one locked "
+    "write of the account files, as `useradd` would leave them), same uid on every host, "
+    "optional "
     "password hash and SSH keys; every present user is in `jupyterhub-users`, which may "
     "log in"
 )

@@ -9,6 +9,7 @@ it is never written to after it is renamed into place.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -115,6 +116,17 @@ def ensure_base(suite: str = config.SUITE) -> Path:
     tree = config.BASE_DIR / key
     if tree.is_dir():
         return tree
+    config.BASE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(config.BASE_DIR / f".lock-{key}", "w") as lock:
+        # Another lab.up (a test session beside this one) may be making the same image:
+        # wait for it rather than build it twice in the same place.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if tree.is_dir():
+            return tree
+        return _make_base(key, tree, suite)
+
+
+def _make_base(key: str, tree: Path, suite: str) -> Path:
     tarball = tarball_path(key)
     if not tarball.is_file():
         build(key, tarball, suite)  # leaves the built tree in place, too

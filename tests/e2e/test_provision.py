@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
+from provision.api import hash_password
 from provision.hubclient import HubClient, HubError
 
 from e2e_support import invoke, main_pid, make_inventory, provision_json, sh
@@ -172,3 +174,28 @@ def test_locking_a_user_ends_their_server_and_session(converged, inv, lab_hosts,
     invoke("remove-user", "henry", "--purge", "--hosts", HOSTS, "--inventory", str(inv),
            check=True)
     assert sh("lab1", "getent passwd henry", check=False) == ""
+
+
+def test_a_class_made_in_one_run_logs_in(converged, inv, lab_hosts, tmp_path):
+    """Accounts a run makes together are written in one go (users_bulk_create): they
+    log in to the hub with their passwords and get JupyterLab like any other."""
+    users_file = inv / "group_vars" / "all" / "users.yml"
+    listed = yaml.safe_load(users_file.read_text())
+    pupils = {"ivy": "ivy-pw-class-1", "jon": "jon-pw-class-2", "kim": "kim-pw-class-3"}
+    listed["users"] += [{"name": n, "password_hash": hash_password(p)}
+                        for n, p in pupils.items()]
+    users_file.write_text(yaml.safe_dump(listed))
+    _, report = provision_json(inv, HOSTS, tmp_path)
+    for name in ("lab1", "lab2"):
+        steps = {s["name"]: s for s in report["hosts"][name]["steps"]}
+        assert steps["accounts of 3 users"]["status"] == "changed"
+        assert steps["passwords of 3 users"]["status"] == "changed"
+        assert "name=jon" in sh(name, "journalctl -q -o cat -t jhprovision-useradd")
+    for pupil, password in pupils.items():
+        client = hub("lab1", lab_hosts)
+        client.login(pupil, password)
+        assert json.loads(client.request("hub/api/user").body)["name"] == pupil
+    client.start_server("kim")
+    assert "JupyterLab" in client.open_lab("kim").body
+    with pytest.raises(HubError, match="refused"):
+        hub("lab2", lab_hosts).login("ivy", "jon-pw-class-2")
