@@ -44,7 +44,7 @@ def useradd(name: str, uid: int, *extra: str, home: str | None = None) -> list[s
             "/bin/bash", "--user-group", "--uid", str(uid), *extra, "--", name]
 
 
-CLASS = [useradd("ann", 2001, "--comment", "Ann A", "--key", "HOME_MODE=0750"),
+CLASS = [useradd("ann", 2001, "--comment", "김 앤 (Ann Kim)", "--key", "HOME_MODE=0750"),
          useradd("bob", 2002, "--key", "HOME_MODE=0700"),
          useradd("cy", 2004)]
 
