@@ -12,9 +12,9 @@ import base64
 import json
 import re
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from typing import Any
 
+from . import remote
 from .errors import ProvisionError
 from .transport import Transport
 
@@ -295,7 +295,7 @@ def parse_collected(raw: dict[str, Any]) -> Facts:
 
 
 def collector_source() -> str:
-    return resources.files("provision.remote").joinpath("collect.py").read_text()
+    return remote.source("collect.py")
 
 
 def collector_program(request: FactRequest) -> str:

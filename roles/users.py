@@ -1,7 +1,9 @@
 """users: Linux accounts from the inventory, created with ``useradd``, kept with ``usermod``.
 
 A run's new accounts (two or more) are one step: their ``useradd`` commands go together to
-the host's batch writer (``provision.accounts``), which leaves what they would leave.
+the host's batch writer (``provision/remote/useradd_batch.py``), which leaves what they
+would leave, and runs ``useradd`` itself wherever that could differ (a name or id taken, a
+home that exists, useradd hooks, SELinux, auditd...).
 
 Every user with ``state: present`` is a member of ``users_hub_group``, which is what lets
 them log in to JupyterHub (``allowed_groups``): adding or locking a user therefore changes
@@ -10,10 +12,11 @@ group membership only, never the hub's config, and never restarts the hub.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
-from provision.accounts import merge_useradds
+from provision import remote
 from provision.facts import FactRequest, Facts
 from provision.role import registry
 from provision.role import HubContribution, HubRole, HubService
@@ -195,6 +198,42 @@ def end_session(v: dict[str, Any], name: str) -> Action:
         ["sh", "-c", END_SESSION, "sh", name, hub_api_url(v), API_ENV_FILE, user_unit(name)],
         display=f"end {name}'s session: hub server and login, then processes",
         timeout=120)], diff=f"- {name}: running server, hub session and processes ended")
+
+
+USERADD_BATCH = remote.source("useradd_batch.py")
+BULK_MIN = 2  # one account gains nothing: its useradd runs as it is
+ACCOUNT_FILES = "passwd, shadow, group, gshadow, subuid, subgid"
+
+
+def useradd_batch(argvs: list[list[str]]) -> Command:
+    """The one command that makes every account ``argvs`` (useradd commands) names."""
+    names = [argv[-1] for argv in argvs]
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return Command(["python3", "-c", USERADD_BATCH, "/"], stdin=json.dumps(argvs).encode(),
+                   display=f"useradd {len(argvs)} accounts in one locked write of "
+                           f"{ACCOUNT_FILES}: {shown}")
+
+
+def merge_useradds(actions: list[Action]) -> list[Action]:
+    """Take the ``useradd`` that starts each new account's step into one step before
+    the first of them (each account's own step keeps its later commands: lock, keys).
+
+    A step whose first command is ``useradd`` is a new account's; fewer than
+    ``BULK_MIN`` of them are left as they are."""
+    new = [a for a in actions if a.ops and isinstance(a.ops[0], Command)
+           and a.ops[0].argv[:1] == ["useradd"]]
+    if len(new) < BULK_MIN:
+        return actions
+    first = actions.index(new[0])
+    argvs, diff = [], []
+    for act in new:
+        argvs.append(act.ops.pop(0).argv)  # type: ignore[union-attr]
+        lines = act.diff.split("\n")
+        diff += [line for line in lines if line.startswith("+ user ")]
+        act.diff = "\n".join(line for line in lines if not line.startswith("+ user "))
+    merged = Action(f"accounts of {len(new)} users", ops=[useradd_batch(argvs)],
+                    diff="\n".join(diff))
+    return [*actions[:first], merged, *actions[first:]]
 
 
 CHPASSWD = ["chpasswd", "--encrypted"]

@@ -406,7 +406,7 @@ class Shell:
                                   "previous": previous}) + "\n", ""
         if argv[1:3] == ["-c", jupyterhub.API_VERSION_SCRIPT]:
             return 0, self.jupyterhub_version("/opt/jupyterhub") + "\n", ""
-        from provision.accounts import USERADD_BATCH
+        from roles.users import USERADD_BATCH
 
         if argv[1:3] == ["-c", USERADD_BATCH]:  # the same as each useradd, in one go
             commands = json.loads(stdin or b"[]")

@@ -14,7 +14,7 @@ import pytest
 
 from faketransport import FakeTransport
 from hostmodel import HostState, inventory_vars
-from provision.accounts import USERADD_BATCH
+from roles.users import USERADD_BATCH
 from provision.display import Display
 from provision.inventory import Host
 from provision.role import load_roles

@@ -9,7 +9,7 @@ from typing import Any
 
 from faketransport import FakeTransport
 from hostmodel import ALICE_HASH, DEBIAN_NODE, ROLES, HostState, converged, fresh, inventory_vars
-from provision.accounts import USERADD_BATCH
+from roles.users import USERADD_BATCH
 from provision.display import Display
 from provision.errors import UnreachableError
 from provision.facts import COLLECTOR_ARGV
