@@ -345,36 +345,47 @@ def safe_parent(home):
         path = os.path.dirname(path)
 
 
+def taken(acct, names, uids, groups, gids, gid_range):
+    """Why ``useradd`` must make this account (a name or id taken, a home there or not
+    safe to make), or None; a safe home's parent is kept for ``make_home``."""
+    name, uid, home = acct["name"], acct["uid"], acct["home"]
+    if name in names:
+        return "user %s exists" % name
+    if str(uid) in uids:
+        return "uid %d is taken" % uid
+    if name in groups:
+        return "group %s exists" % name
+    if str(uid) in gids or not gid_range[0] <= uid <= gid_range[1]:
+        return "gid %d is taken or out of GID_MIN..GID_MAX" % uid
+    if os.path.lexists(at(home)):
+        return "%s exists" % home
+    acct["parent"] = safe_parent(home)
+    if acct["parent"] is None:
+        return "the parent of %s is missing or not root's alone" % home
+    return nss_taken(acct)
+
+
 def plan(accounts, texts, defs):
-    """Split ``accounts`` into the ones written here (with their lines) and the ones
-    left to useradd (with why)."""
-    taken_names = fields(texts["passwd"], 0) | fields(texts["shadow"], 0)
-    taken_uids = fields(texts["passwd"], 2)
+    """Split ``accounts`` into the ones written here and the ones left to useradd
+    (as (argv, why))."""
+    names = fields(texts["passwd"], 0) | fields(texts["shadow"], 0)
+    uids = fields(texts["passwd"], 2)
     groups = fields(texts["group"], 0) | fields(texts["gshadow"], 0)
     gids = fields(texts["group"], 2)
-    gid_min, gid_max = strtol(defs.get("GID_MIN"), 1000), strtol(defs.get("GID_MAX"), 60000)
+    gid_range = strtol(defs.get("GID_MIN"), 1000), strtol(defs.get("GID_MAX"), 60000)
     fast, slow = [], []
     for acct in accounts:
         if isinstance(acct, tuple):  # (argv, why) from parse
             slow.append(acct)
             continue
-        name, uid = acct["name"], acct["uid"]
-        why = (("user %s exists" % name) if name in taken_names
-               else ("uid %d is taken" % uid) if str(uid) in taken_uids
-               else ("group %s exists" % name) if name in groups
-               else ("gid %d is taken or out of GID_MIN..GID_MAX" % uid)
-               if str(uid) in gids or not gid_min <= uid <= gid_max
-               else ("%s exists" % acct["home"]) if os.path.lexists(at(acct["home"]))
-               else ("the parent of %s is missing or not root's alone" % acct["home"])
-               if safe_parent(acct["home"]) is None
-               else nss_taken(acct))
+        why = taken(acct, names, uids, groups, gids, gid_range)
         if why:
             slow.append((acct["argv"], why))
             continue
-        taken_names.add(name)
-        taken_uids.add(str(uid))
-        groups.add(name)
-        gids.add(str(uid))
+        names.add(acct["name"])
+        uids.add(str(acct["uid"]))
+        groups.add(acct["name"])
+        gids.add(str(acct["uid"]))
         fast.append(acct)
     return fast, slow
 
@@ -501,8 +512,7 @@ def copy_tree(src_fd, dst_fd, uid, gid, links):
 def make_home(acct, skel, defs):
     """The home, made root's and closed to others until it is filled, then given to the
     user with its mode: nothing the user could touch is followed meanwhile."""
-    home = at(acct["home"])
-    parent = safe_parent(acct["home"])
+    home, parent = at(acct["home"]), acct["parent"]
     mode = acct["home_mode"]
     mode = (strtol(mode, 0o755) if mode is not None else
             strtol(defs.get("HOME_MODE"), 0o777 & ~strtol(defs.get("UMASK"), 0o022)))
@@ -611,6 +621,12 @@ def run_useradd(argv, defaults):
         sys.exit(proc.returncode)
 
 
+def all_to_useradd(accounts, why):
+    """Every account as (argv, why) for useradd: the ones parse already left to it keep
+    their own reason."""
+    return [(a["argv"], why) if isinstance(a, dict) else a for a in accounts]
+
+
 def main():
     commands = json.loads(sys.stdin.buffer.read())
     defs, defaults = read_settings()
@@ -621,13 +637,12 @@ def main():
         except Slow as exc:
             accounts.append((argv, str(exc)))
     why = host_reason(defs, defaults)
-    fast, slow = [], [(a["argv"], why) if isinstance(a, dict) else a for a in accounts]
+    fast, slow = [], all_to_useradd(accounts, why)
     if why is None:
         try:
             fast, slow = write_accounts(accounts, defs, defaults)
         except Slow as exc:
-            why = str(exc)
-            slow = [(a["argv"], why) if isinstance(a, dict) else a for a in accounts]
+            slow = all_to_useradd(accounts, str(exc))
         except OSError as exc:
             sys.exit("useradd_batch: %s%s" % (exc.strerror, ": " + exc.filename
                                               if exc.filename else ""))
