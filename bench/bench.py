@@ -7,9 +7,11 @@ median of --repeat runs. Needs root (it boots lab hosts with `invoke lab.up`).
 
     .venv/bin/python bench/bench.py [--repeat 5] [--max-hosts 10] [--fresh] [--many-users]
 
-With --many-users (or --only-many-users) it boots 2 more hosts and converges users+wheel
-with 10 users on one and 300 on the other in one run (their ratio: issue 15's <= 3x), then
-does it again on 2 new hosts with a password hash for every user.
+With --many-users (or --only-many-users) it boots 2 more hosts, converges users+wheel with
+300 new users on one (the whole `invoke provision`) and runs the bare loop of the same
+`useradd`, `groupadd`, `gpasswd` and `chpasswd` commands, taken from that run's report, on
+the other (issue 31: within 1.15x of the loop, in 6 round trips or fewer); then again on 2
+new hosts with a password hash for every user.
 
 With --push (or --only-push) it boots 1 and then 10 fresh hosts with no way out (`lab.up
 --offline`) and installs the full stack on them with `provision_artifacts: push`, each
@@ -33,6 +35,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -158,40 +161,67 @@ BENCH_HASH = ("$6$benchsalt$4sR5Jx4yTq0l1oWnBvk3bHd6sE8eYfQ0uLm7c2aK9pZ1rT6gV3xN
               "7yU4iO0pA9sD6fG3hJ1kL5zX8cV")
 
 
-def many_users(first: int, tmp: Path, inv: str, counts: tuple[int, int] = (10, 300), *,
+ACCOUNT_TOOLS = ("useradd", "usermod", "groupadd", "gpasswd", "chpasswd")
+
+
+def bare_loop(report: dict, host: str, hashes: dict[str, str]) -> str:
+    """The shadow commands a run ran on ``host`` (from its JSON report, in order), as a
+    shell script: what a sysadmin's own loop of the same commands would be. The report
+    hides password hashes; ``hashes`` puts them back on chpasswd's stdin."""
+    lines = ["set -e"]
+    for step in report["hosts"][host]["steps"]:
+        for command in step["commands"]:
+            word = command.split(" ", 1)[0]
+            if word not in ACCOUNT_TOOLS:
+                continue
+            if word == "chpasswd":
+                names = [n for n in hashes if f"user {n}:" in step["diff"]]
+                pairs = shlex.join(f"{n}:{hashes[n]}" for n in names)
+                lines.append(f"printf '%s\\n' {pairs} | chpasswd --encrypted")
+            else:
+                lines.append(command)
+    return "\n".join(lines) + "\n"
+
+
+def many_users(first: int, tmp: Path, inv: str, count: int = 300, *,
                passwords: bool = False) -> dict:
-    """A fresh users+wheel converge of 10 users on one new host and 300 on another, in one
-    run: each host's own duration from the JSON report, and their ratio (a role's steps go
-    to the host in one batch, so it grows with what the host does, not with SSH).
-    ``passwords``: every user has a password hash, as a class logging in to the hub does."""
+    """A fresh users+wheel converge of ``count`` users on one new host (the whole
+    ``invoke provision``, as typed), against the bare loop of the same ``useradd``,
+    ``groupadd``, ``gpasswd`` and ``chpasswd`` commands on another new host (one SSH
+    command, timed from here too). ``passwords``: every user has a password hash, as a
+    class logging in to the hub does."""
     import yaml
 
-    hosts = [f"lab{first}", f"lab{first + 1}"]
+    ours, bare = f"lab{first}", f"lab{first + 1}"
     lab.up(first + 1)
     (Path(inv) / "lab.yml").write_text((REPO / "inventory" / "lab.yml").read_text())
     host_vars = Path(inv) / "host_vars"
     host_vars.mkdir(exist_ok=True)
-    for host, n in zip(hosts, counts, strict=True):
-        users = [{"name": f"many{i:03d}", "uid": 4000 + i, "admin": i == 0} for i in range(n)]
-        for u in users if passwords else ():
-            u["password_hash"] = BENCH_HASH
-        (host_vars / f"{host}.yml").write_text(yaml.safe_dump({"users": users}))
+    users = [{"name": f"many{i:03d}", "uid": 4000 + i, "admin": i == 0} for i in range(count)]
+    for u in users if passwords else ():
+        u["password_hash"] = BENCH_HASH
+    (host_vars / f"{ours}.yml").write_text(yaml.safe_dump({"users": users}))
     try:
-        wall, data = run(["provision", "--hosts", ",".join(hosts), "--inventory", inv,
+        wall, data = run(["provision", "--hosts", ours, "--inventory", inv,
                           "--roles", "users,wheel"], tmp / "many.json")
+        script = bare_loop(data, ours, {u["name"]: BENCH_HASH for u in users if passwords})
+        start = time.perf_counter()
+        proc = lab.run_ssh(bare, ["sh", "-c", script], timeout=1800)
+        by_hand = time.perf_counter() - start
+        if proc.returncode:
+            sys.exit(f"bench: the bare loop failed: {proc.stderr[-2000:]}")
     finally:
-        lab.down(hosts)
-        for host in hosts:
-            (host_vars / f"{host}.yml").unlink()
-    per = {n: data["hosts"][h] for h, n in zip(hosts, counts, strict=True)}
-    small, big = (per[n]["duration"] for n in counts)
-    row = {"scenario": f"fresh users+wheel, {counts[1]} vs {counts[0]} users"
+        lab.down([ours, bare])
+        (host_vars / f"{ours}.yml").unlink()
+    rep = data["hosts"][ours]
+    row = {"scenario": f"fresh users+wheel, {count} users"
                        + (" with password hashes" if passwords else ""),
-           "small_s": round(small, 2), "big_s": round(big, 2), "ratio": round(big / small, 2),
-           "round_trips": {n: per[n]["round_trips"] for n in counts},
-           "changed": {n: per[n]["changed"] for n in counts}}
-    print(f"{row['scenario']:<62} {counts[0]} users {small:5.2f}s  {counts[1]} users "
-          f"{big:5.2f}s  ratio {row['ratio']:.2f}x  round trips {row['round_trips']}",
+           "bare_loop_s": round(by_hand, 2), "invoke_s": round(wall, 2),
+           "on_host_s": round(rep["duration"], 2),
+           "ratio_to_bare": round(wall / by_hand, 2), "round_trips": rep["round_trips"],
+           "bare_commands": script.count("\n") - 1}
+    print(f"{row['scenario']:<48} bare loop {by_hand:5.2f}s  invoke provision {wall:5.2f}s"
+          f"  ratio {row['ratio_to_bare']:.2f}x  round trips {row['round_trips']}",
           flush=True)
     return row
 
@@ -273,7 +303,8 @@ def main() -> None:
     ap.add_argument("--max-hosts", type=int, default=10)
     ap.add_argument("--fresh", action="store_true", help="also time a fresh install")
     ap.add_argument("--many-users", action="store_true",
-                    help="also time a fresh users+wheel converge of 300 users vs 10")
+                    help="also time a fresh users+wheel converge of 300 users against "
+                    "the bare loop of the same commands")
     ap.add_argument("--only-many-users", action="store_true",
                     help="time only that (boots its own 2 hosts)")
     ap.add_argument("--push", action="store_true", help="also time a fresh install with "

@@ -1,9 +1,10 @@
 """users: Linux accounts from the inventory, created with ``useradd``, kept with ``usermod``.
 
-A run's new accounts (two or more) are one step: their ``useradd`` commands go together to
-the host's batch writer (``provision/remote/useradd_batch.py``), which leaves what they
-would leave, and runs ``useradd`` itself wherever that could differ (a name or id taken, a
-home that exists, useradd hooks, SELinux, auditd...).
+Every account is shadow's own work (``useradd``, ``usermod``, ``userdel``, ``chpasswd``,
+``gpasswd``): what sysadmins and auditors trust, with its locks, hooks, caches and audit
+records. What is batched is the talking, not the writing: a role's steps go to the host in
+one round trip, a run's password hashes are set by one ``chpasswd --encrypted`` and each
+group's members by one ``gpasswd --members``.
 
 Every user with ``state: present`` is a member of ``users_hub_group``, which is what lets
 them log in to JupyterHub (``allowed_groups``): adding or locking a user therefore changes
@@ -12,11 +13,9 @@ group membership only, never the hub's config, and never restarts the hub.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
-from provision import remote
 from provision.facts import FactRequest, Facts
 from provision.role import registry
 from provision.role import HubContribution, HubRole, HubService
@@ -37,11 +36,9 @@ from ._common import (
 
 NAME = "users"
 SUMMARY = (
-    "Linux users from the inventory (`useradd`; a run's new accounts in one locked "
-    "write of the account files, as `useradd` would leave them), same uid on every host, "
-    "optional "
-    "password hash and SSH keys; every present user is in `jupyterhub-users`, which may "
-    "log in"
+    "Linux users from the inventory (`useradd`, `usermod`, one `chpasswd` for a run's "
+    "password hashes), same uid on every host, optional password hash and SSH keys; "
+    "every present user is in `jupyterhub-users`, which may log in"
 )
 
 VARIABLES = [
@@ -58,13 +55,11 @@ VARIABLES = [
         "First uid given to users listed without one (same inventory, same uid everywhere)."),
     Var("users_hub_group", "jupyterhub-users", "group",
         "Group of every present user; JupyterHub lets its members log in."),
-    Var("users_bulk_create", True, "bool",
-        "When a run creates two or more accounts, hand their `useradd` commands to one "
-        "program on the host that writes them all in one locked update of passwd, shadow, "
-        "group, gshadow, subuid and subgid: the same entries and homes, under the same "
-        "locks, ~1 ms per account for the whole run instead of ~20 ms per `useradd`. It "
-        "runs `useradd` itself where the result could differ (a name, id or home already "
-        "there, useradd hooks, SELinux, auditd, ...). false: one `useradd` per account."),
+    Var("users_bulk_create", None, "bool",
+        "Removed: every account is made by `useradd` (the batch writer of the account "
+        "files is gone). Ignored, with a notice.", nullable=True,
+        deprecated="users_bulk_create is removed and ignored: every account is made by "
+                   "useradd; delete the variable"),
 ]
 
 # System groups that hand out root's files or devices: never a lab user's extra group.
@@ -200,42 +195,6 @@ def end_session(v: dict[str, Any], name: str) -> Action:
         timeout=120)], diff=f"- {name}: running server, hub session and processes ended")
 
 
-USERADD_BATCH = remote.source("useradd_batch.py")
-BULK_MIN = 2  # one account gains nothing: its useradd runs as it is
-ACCOUNT_FILES = "passwd, shadow, group, gshadow, subuid, subgid"
-
-
-def useradd_batch(argvs: list[list[str]]) -> Command:
-    """The one command that makes every account ``argvs`` (useradd commands) names."""
-    names = [argv[-1] for argv in argvs]
-    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-    return Command(["python3", "-c", USERADD_BATCH, "/"], stdin=json.dumps(argvs).encode(),
-                   display=f"useradd {len(argvs)} accounts in one locked write of "
-                           f"{ACCOUNT_FILES}: {shown}")
-
-
-def merge_useradds(actions: list[Action]) -> list[Action]:
-    """Take the ``useradd`` that starts each new account's step into one step before
-    the first of them (each account's own step keeps its later commands: lock, keys).
-
-    A step whose first command is ``useradd`` is a new account's; fewer than
-    ``BULK_MIN`` of them are left as they are."""
-    new = [a for a in actions if a.ops and isinstance(a.ops[0], Command)
-           and a.ops[0].argv[:1] == ["useradd"]]
-    if len(new) < BULK_MIN:
-        return actions
-    first = actions.index(new[0])
-    argvs, diff = [], []
-    for act in new:
-        argvs.append(act.ops.pop(0).argv)  # type: ignore[union-attr]
-        lines = act.diff.split("\n")
-        diff += [line for line in lines if line.startswith("+ user ")]
-        act.diff = "\n".join(line for line in lines if not line.startswith("+ user "))
-    merged = Action(f"accounts of {len(new)} users", ops=[useradd_batch(argvs)],
-                    diff="\n".join(diff))
-    return [*actions[:first], merged, *actions[first:]]
-
-
 CHPASSWD = ["chpasswd", "--encrypted"]
 
 
@@ -327,8 +286,6 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
             text = "".join(k.strip() + "\n" for k in u["authorized_keys"])
             actions.append(plan_file(facts, f"{home}/.ssh/authorized_keys", text, mode="0600",
                                      owner=u["name"], group=u["name"], run_as=u["name"]))
-    if v["users_bulk_create"]:
-        actions = merge_useradds(actions)
     actions = merge_passwords(actions)
     # Memberships after the accounts exist (gpasswd needs the user).
     extra_groups = sorted({g for u in users(v) for g in u["groups"]})

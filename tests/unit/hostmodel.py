@@ -406,14 +406,6 @@ class Shell:
                                   "previous": previous}) + "\n", ""
         if argv[1:3] == ["-c", jupyterhub.API_VERSION_SCRIPT]:
             return 0, self.jupyterhub_version("/opt/jupyterhub") + "\n", ""
-        from roles.users import USERADD_BATCH
-
-        if argv[1:3] == ["-c", USERADD_BATCH]:  # the same as each useradd, in one go
-            commands = json.loads(stdin or b"[]")
-            for command in commands:
-                self._useradd(command, None, as_user)
-            return 0, json.dumps({"written": [c[-1] for c in commands], "useradd": [],
-                                  "why": ""}) + "\n", ""
         from provision.steps import NOFOLLOW_CHOWN
 
         if argv[1:4] == ["-I", "-c", NOFOLLOW_CHOWN]:

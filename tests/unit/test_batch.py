@@ -9,12 +9,12 @@ from __future__ import annotations
 import io
 import json
 import shlex
+import subprocess
 
 import pytest
 
 from faketransport import FakeTransport
 from hostmodel import HostState, inventory_vars
-from roles.users import USERADD_BATCH
 from provision.display import Display
 from provision.inventory import Host
 from provision.role import load_roles
@@ -99,8 +99,8 @@ def many_users(n: int) -> list[dict]:
     return [{"name": f"u{i:03d}", "uid": 3000 + i} for i in range(n)]
 
 
-def users_run(n: int, fail: str | None = None, bulk: bool = False):  # noqa: ANN201
-    v = inventory_vars(users=many_users(n), users_bulk_create=bulk)
+def users_run(n: int, fail: str | None = None):  # noqa: ANN201
+    v = inventory_vars(users=many_users(n))
     st = HostState()
 
     def failing(argv: list[str]):  # noqa: ANN202
@@ -135,39 +135,20 @@ def test_a_failure_in_a_batch_is_its_own_steps_and_nothing_after_it_runs():
     assert not any("u005" in argv for argv, _ in t.calls)
 
 
-@pytest.mark.parametrize("n", [2, 40])
-def test_new_accounts_are_one_step_of_their_useradd_commands(n):
-    """users_bulk_create: the accounts' useradd commands go to the host's batch writer
-    together, in inventory order, one step before the accounts' own steps."""
-    rep, t = users_run(n, bulk=True)
+def test_every_account_is_made_by_useradd_and_each_group_by_one_gpasswd():
+    """No program of ours writes the account files: one ``useradd`` per new account (in
+    inventory order), then one ``gpasswd --members`` for the hub's group, all in the same
+    round trip."""
+    rep, t = users_run(40)
     assert not rep.failed, rep.error
     assert rep.round_trips == 2
-    (batch,) = [stdin for argv, stdin in t.calls if USERADD_BATCH in argv]
-    assert [a[-1] for a in json.loads(batch)] == [u["name"] for u in many_users(n)]
-    assert not any(argv[:1] == ["useradd"] for argv, _ in t.calls)
-    step = rep.steps[[s.name for s in rep.steps].index(f"accounts of {n} users")]
-    assert step.status == "changed" and step.diff.count("+ user u") == n
-
-
-def test_one_new_account_is_its_own_useradd():
-    rep, t = users_run(1, bulk=True)
-    assert not rep.failed and [argv[-1] for argv, _ in t.calls if argv[:1] == ["useradd"]] \
-        == ["u000"]
-    assert not any(USERADD_BATCH in argv for argv, _ in t.calls)
-
-
-def test_a_failed_batch_writer_fails_its_step_with_what_it_said():
-    v = inventory_vars(users=many_users(5))
-    st = HostState()
-    err = "/etc/passwd is locked by process 4321\n"
-    t = FakeTransport("lab1", responder=st.responder(
-        lambda argv: (1, "", err) if USERADD_BATCH in argv else None))
-    rep = run([Host("lab1", vars=v)], USERS_ROLES, display=Display(io.StringIO(), color=False),
-              transport_factory=lambda h: t).hosts["lab1"]
-    assert rep.failed and rep.steps[-1].name == "accounts of 5 users"
-    assert rep.steps[-1].error["stderr"] == err
-    assert "u000, u001, u002, u003, u004" in rep.steps[-1].error["command"]
-    assert not any(argv[:1] == ["gpasswd"] for argv, _ in t.calls)  # nothing after it
+    assert all(argv[0] in {"useradd", "groupadd", "gpasswd", "sh", "getent", "python3"}
+               or argv[:2] == ["sudo", "-u"] for argv, _ in t.calls), \
+        sorted({argv[0] for argv, _ in t.calls})
+    assert not any("-c" in argv and "passwd" in " ".join(argv) and argv[0] == "python3"
+                   for argv, _ in t.calls[1:])
+    gpasswd = [argv for argv, _ in t.calls if argv[:1] == ["gpasswd"]]
+    assert len(gpasswd) == 1 and gpasswd[0][2] == ",".join(u["name"] for u in many_users(40))
 
 
 def test_check_mode_batches_nothing_and_sends_only_the_facts():
@@ -176,3 +157,29 @@ def test_check_mode_batches_nothing_and_sends_only_the_facts():
     report = run([Host("lab1", vars=v)], USERS_ROLES, check=True,
                  display=Display(io.StringIO(), color=False), transport_factory=lambda h: t)
     assert report.hosts["lab1"].round_trips == 1 and len(t.calls) == 1
+
+
+def test_the_benchmarks_bare_loop_is_the_commands_the_run_ran():
+    """bench.py's comparison: the loop typed by hand is the same shadow commands, in the
+    same order, with the hashes the report hides put back on chpasswd's stdin."""
+    from bench.bench import bare_loop
+
+    hashed = [{**u, "password_hash": f"$6$s{i}$h{i}"} for i, u in enumerate(many_users(4))]
+    v = inventory_vars(users=hashed)
+    st = HostState()
+    t = FakeTransport("lab1", responder=st.responder(None))
+    report = run([Host("lab1", vars=v)], USERS_ROLES,
+                 display=Display(io.StringIO(), color=False), transport_factory=lambda h: t)
+    script = bare_loop(report.as_dict(), "lab1", {u["name"]: u["password_hash"]
+                                                   for u in hashed})
+    lines = script.splitlines()
+    assert lines[0] == "set -e"
+    ran = [shlex.join(argv) for argv, _ in t.calls
+           if argv[0] in {"useradd", "groupadd", "gpasswd"}]
+    assert [line for line in lines if not line.startswith(("set", "printf"))] == ran
+    (chpasswd,) = [line for line in lines if "chpasswd" in line]
+    assert shlex.split(chpasswd)[:6] == ["printf", "%s\\n",
+                                         *(f"u{i:03d}:$6$s{i}$h{i}" for i in range(4))]
+    out = subprocess.run(["sh", "-c", chpasswd.split(" | ")[0]], capture_output=True,
+                         text=True, check=True).stdout
+    assert out == "".join(f"u{i:03d}:$6$s{i}$h{i}\n" for i in range(4))

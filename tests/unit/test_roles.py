@@ -9,7 +9,6 @@ checks shows up here as a change on a converged host.
 
 from __future__ import annotations
 
-import json
 
 from typing import Any
 
@@ -121,26 +120,23 @@ def test_users_on_fresh_host():
     v = inventory_vars()
     actions = plan_role("users", v, fresh())
     assert names(actions) == [
-        "accounts of 3 users",
         "user alice",
         "user bob", "directory /home/bob/.ssh", "file /home/bob/.ssh/authorized_keys",
         "user carol",
         "user dave",
         "group docker", "group gpu", "group jupyterhub-users",
     ]
-    # the three new accounts' useradd commands, in inventory order, made in one step
-    accounts = by_name(actions, "accounts of 3 users")
-    alice, bob, carol = json.loads(accounts.ops[0].stdin)
+    # every account is useradd's own, in its own step, in inventory order
+    alice, bob, carol = (argvs(by_name(actions, f"user {n}"))[0]
+                         for n in ("alice", "bob", "carol"))
     assert alice == ["useradd", "--create-home", "--home-dir", "/home/alice",
                      "--shell", "/bin/bash", "--user-group", "--uid", "2001",
                      "--comment", "Alice Liddell", "--key", "HOME_MODE=0750", "--", "alice"]
-    assert "alice, bob, carol" in accounts.ops[0].shown()
-    assert accounts.diff.splitlines()[0].startswith("+ user alice uid=2001")
-    assert "(mode 0750)" in accounts.diff  # the home is made with it: no chmod after
-    # each account's own step keeps what follows its useradd
-    assert by_name(actions, "user alice").ops[0].stdin == f"alice:{ALICE_HASH}\n".encode()
-    assert ALICE_HASH not in "".join(a.diff + "".join(op.shown() for op in a.ops)
-                                     for a in actions)
+    assert by_name(actions, "user alice").diff.splitlines()[0].startswith(
+        "+ user alice uid=2001")
+    assert "(mode 0750)" in by_name(actions, "user alice").diff  # no chmod after
+    # one hash: set in the account's own step, right after its useradd
+    assert by_name(actions, "user alice").ops[1].stdin == f"alice:{ALICE_HASH}\n".encode()
     # bob has no uid in the inventory: the first free one from users_uid_min
     assert bob[bob.index("--uid") + 1] == "2000"
     assert carol[-1] == "carol"
@@ -565,12 +561,12 @@ def test_many_new_passwords_are_set_by_one_chpasswd_after_the_accounts():
     assert merged.diff.splitlines() == ["~ user erin: password set (hash not shown)",
                                         "~ user frank: password set (hash not shown)"]
     erin = by_name(actions, "user erin")
-    assert argvs(erin) == [] and "password" not in erin.diff  # useradd: in the accounts'
+    assert [a[0] for a in argvs(erin)] == ["useradd"] and "password" not in erin.diff
     # after every account's own step (chpasswd needs the account)
     assert names(actions).index("passwords of 2 users") > names(actions).index("user gina")
-    assert names(actions).index("accounts of 3 users") < names(actions).index("user erin")
     # a hash set before a lock stays in its own step, before the lock
-    assert [a[0] for a in argvs(by_name(actions, "user gina"))] == ["chpasswd", "usermod"]
+    assert [a[0] for a in argvs(by_name(actions, "user gina"))] == [
+        "useradd", "chpasswd", "usermod"]
     shown = "".join(op.shown() + a.diff for a in actions for op in a.ops)
     assert not any(h in shown for h in hashes.values())
     host = converged(v)  # the model runs the merged chpasswd, then nothing is left to do
