@@ -62,7 +62,8 @@ def inventory(tmp: Path) -> Path:
     return inv
 
 
-# Both sides run as on a sysadmin's workstation: Python keeps compiled bytecode. (With
+# Both sides run as on a sysadmin's workstation: Python keeps compiled bytecode (tasks.py
+# keeps it on although invoke turns it off). (With
 # PYTHONDONTWRITEBYTECODE set, as in some CI shells, every run would compile this
 # project's ~40 modules again, ~0.1 s, while Fabric's were compiled by pip: an unfair pair.)
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}

@@ -3,6 +3,7 @@ the inventory or at help)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -210,3 +211,24 @@ def test_otp_enrolment_records_the_secret_and_hands_it_over_once(tmp_path):
     new = pyyaml.safe_load((tmp_path / "inv" / "group_vars" / "all" / "users.yml")
                            .read_text())["users"][0]["otp_secret"]
     assert new != secret and f"secret={new}" in shown.stdout and "█" in shown.stdout
+
+
+@pytest.mark.parametrize("flag, written", [((), True), (("-B",), False)])
+def test_invoke_keeps_the_projects_bytecode_unless_python_is_told_not_to(tmp_path, flag,
+                                                                        written):
+    """invoke turns bytecode off before it loads tasks.py; tasks.py turns it back on, so
+    a second run does not compile the project again. Python's -B still wins."""
+    import shutil
+
+    copy = tmp_path / "repo"
+    for name in ("provision", "roles", "templates", "constraints"):
+        shutil.copytree(REPO / name, copy / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "tasks.py", copy / "tasks.py")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    proc = subprocess.run([sys.executable, *flag, "-m", "invoke", "--list"], cwd=copy,
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "provision" in proc.stdout
+    compiled = sorted(p.name for p in (copy / "provision").glob("__pycache__/*.pyc"))
+    assert any(name.startswith("api.") for name in compiled) is written, compiled
