@@ -53,7 +53,7 @@ from provision.steps import (
 )
 from provision.variables import Var
 
-from ._common import check_health, hub_urls, service_log
+from .._common import check_health, hub_urls, service_log
 
 NAME = "apache"
 SUMMARY = (
