@@ -1,6 +1,8 @@
 """The role contract, and the registry that loads and orders the roles.
 
-A role is one module in ``roles/`` (modules starting with ``_`` are helpers, not roles),
+A role is one module in ``roles/``, or a package there whose ``__init__`` holds the
+contract and imports the rest from its own submodules (names starting with ``_`` are
+helpers, not roles; a package's submodules are its own, never roles of their own),
 exposing:
 
 - ``NAME``: short name shown in output (``users``, ``jupyterhub``...);
@@ -37,6 +39,7 @@ import pkgutil
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -138,6 +141,14 @@ class HubContribution:
 # ------------------------------------------------------------------------------ registry
 def _discover(package: str) -> list[ModuleType]:
     pkg = importlib.import_module(package)
+    for where in pkg.__path__:
+        # pkgutil skips a folder without __init__.py: the role would silently never run.
+        for d in sorted(Path(where).iterdir()):
+            if d.is_dir() and d.name.isidentifier() and not d.name.startswith("_") \
+                    and any(d.glob("*.py")) and not (d / "__init__.py").exists():
+                raise RoleError(f"{package}.{d.name}: a folder of modules without "
+                                "__init__.py: a role that is a package holds its contract "
+                                f"there (a folder of helpers is named _{d.name})")
     names = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)
                    if not m.name.startswith("_"))
     return [importlib.import_module(f"{package}.{n}") for n in names]

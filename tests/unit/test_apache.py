@@ -25,6 +25,7 @@ from provision.runner import run
 from provision.steps import MASK, Action, Command, Upload
 from faketransport import FakeTransport
 from roles import apache, jupyterhub, proxy
+from roles.apache.acme import _acme_context as acme_context
 from roles._common import hub_urls
 
 HOST = "lab1"  # hostmodel.inventory_vars' inventory_hostname
@@ -86,7 +87,7 @@ def converged_apache(v: dict[str, Any]) -> HostState:
         st.add_file(apache.FILES_CRT, Path(v["apache_tls_cert_file"]).read_bytes())
         st.add_file(apache.FILES_KEY, Path(v["apache_tls_key_file"]).read_bytes(), "0600")
     elif s.tls == "acme":
-        ctx = apache._acme_context()
+        ctx = acme_context()
         if v.get("apache_acme_ca_root"):
             st.add_file(apache.ACME_CA_ROOT, Path(v["apache_acme_ca_root"]).read_bytes())
         st.add_dir(apache.ACME_EVENTS, "0700", "www-data", "root")
@@ -502,11 +503,11 @@ def test_acme_without_a_certificate_notes_it_and_changes_nothing():
 
 
 def test_acme_events_hook_always_exits_0_and_writes_only_as_www_data():
-    hook = render("apache/md-event.sh.j2", apache._acme_context())
+    hook = render("apache/md-event.sh.j2", acme_context())
     assert hook.rstrip().endswith("exit 0")
     assert 'if [ "$(id -u)" = 0 ]; then' in hook
     assert f"systemctl --no-block start {apache.ACTIVATE}.service" in hook
-    unit = render("apache/acme-activate.path.j2", apache._acme_context())
+    unit = render("apache/acme-activate.path.j2", acme_context())
     assert f"PathChanged={apache.ACME_RENEWED}" in unit
 
 

@@ -5,6 +5,7 @@ imports a role)."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 import sys
 import textwrap
@@ -58,7 +59,8 @@ def make_package(tmp_path: Path, name: str, modules: dict[str, str]) -> str:
     pkg = tmp_path / name
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    for mod, body in modules.items():
+    for mod, body in modules.items():  # "b/site": module site of the package b
+        (pkg / f"{mod}.py").parent.mkdir(exist_ok=True)
         (pkg / f"{mod}.py").write_text(textwrap.dedent(body))
     sys.path.insert(0, str(tmp_path))
     return name
@@ -127,6 +129,40 @@ def test_one_handler_name_belongs_to_one_role(pkg):
                 "b": role_src("b", "HANDLERS = [Handler('h', print)]")})
     with pytest.raises(RoleError, match="declared by roles a and b"):
         Registry(name)
+
+
+def test_a_role_may_be_a_package_whose_init_holds_the_contract(pkg):
+    name = pkg({"a": role_src("a"),
+                "b/__init__": role_src("b", "AFTER = ('a',)\nfrom .site import SITE"),
+                "b/site": "SITE = 'x'\n",
+                "b/c": role_src("c"),  # a submodule is the package's own, never a role
+                "_helpers/__init__": "", "_helpers/d": role_src("d")})
+    reg = Registry(name)
+    assert reg.names == ["a", "b"]
+    assert reg.roles[1].__name__ == f"{name}.b" and reg.roles[1].SITE == "x"
+
+
+def test_a_packages_contract_is_its_init(pkg):
+    with pytest.raises(RoleError, match=r"\.b: a role needs NAME"):
+        Registry(pkg({"b/__init__": "", "b/site": role_src("b")}))
+
+
+def test_a_folder_of_modules_without_init_is_refused_not_skipped(pkg):
+    with pytest.raises(RoleError, match=r"\.b: a folder of modules without __init__.py"):
+        Registry(pkg({"a": role_src("a"), "b/site": role_src("b")}))
+    assert Registry(pkg({"a": role_src("a"), "_b/site": "X = 1\n"})).names == ["a"]
+
+
+@pytest.mark.parametrize("modules, message", [
+    ({"a": role_src("a"), "b/__init__": role_src("a")}, "are both role a"),
+    ({"a": role_src("a", "AFTER = ('b',)"), "b/__init__": role_src("b", "AFTER = ('a',)")},
+     "roles a, b: their AFTER/REQUIRES form a cycle"),
+    ({"b/__init__": role_src("b", "NOTIFIES = ('restart x',)")}, "NOTIFIES 'restart x'"),
+    ({"b/__init__": "NAME = 'b'\nVARIABLES = []\n"}, "has neither plan"),
+])
+def test_a_package_role_is_refused_like_a_module(pkg, modules, message):
+    with pytest.raises(RoleError, match=re.escape(message)):
+        Registry(pkg(modules))
 
 
 # ----------------------------------------------------------------- handlers: proxy and hub
@@ -243,32 +279,86 @@ def test_a_home_path_is_requested_by_its_real_path_or_the_future_one():
 
 
 # ------------------------------------------------------------------------- import rules
-def imports_of(path: Path) -> set[str]:
+def module_name(path: Path, root: Path) -> str:
+    """``roles/apache/site.py`` -> ``roles.apache.site`` (``__init__.py``: the package)."""
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, root: Path) -> set[str]:
+    """Every module ``path`` imports, relative imports resolved (a ``from X import n``
+    counts as ``X`` and ``X.n``: ``n`` may be a submodule)."""
+    module = module_name(path, root)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     out = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
-            base = ("." * node.level) + (node.module or "")
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""),
+                                               package) if node.level else node.module
             out.add(base)
-            sep = "" if base.endswith(".") else "."
-            out |= {f"{base}{sep}{a.name}" for a in node.names}
+            out |= {f"{base}.{a.name}" for a in node.names}
+    return out
+
+
+def role_import_violations(root: Path, names: set[str]) -> list[str]:
+    """Imports of another role by any module under ``root`` (the roles package), its
+    packages' submodules included; a role package's modules may import each other."""
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        own = module_name(path, root).split(".")[1:2]
+        for imported in sorted(imports_of(path, root)):
+            parts = imported.split(".")
+            if parts[0] == root.name and parts[1:2] and parts[1] in names \
+                    and parts[1:2] != own:
+                out.append(f"{path.relative_to(root.parent)} imports {imported}")
     return out
 
 
 def test_no_role_imports_another_role():
-    names = set(registry().names)
-    for path in sorted((REPO / "roles").glob("*.py")):
-        for imported in imports_of(path):
-            parts = imported.lstrip(".").split(".")
-            relative_role = imported.startswith(".") and parts[0] in names
-            absolute_role = imported.startswith("roles.") and parts[1:2] and parts[1] in names
-            assert not (relative_role or absolute_role), f"{path.name} imports {imported}"
+    assert role_import_violations(REPO / "roles", set(registry().names)) == []
+
+
+def tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    for rel, body in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(body)
+    return tmp_path / "roles"
+
+
+@pytest.mark.parametrize("line", [
+    "from roles.users import users", "from roles import users", "import roles.users",
+    "from .. import users", "from ..users import users", "from ..users.x import y",
+    "from roles.users.x import y",
+])
+def test_a_role_packages_submodule_importing_another_role_is_caught(tmp_path, line):
+    root = tree(tmp_path, {"roles/__init__.py": "", "roles/users.py": "",
+                           "roles/apache/__init__.py": "from . import site\n",
+                           "roles/apache/site.py": line + "\n"})
+    found = role_import_violations(root, {"apache", "users"})
+    assert found and all(f.startswith("roles/apache/site.py imports roles.users")
+                         for f in found), found
+
+
+@pytest.mark.parametrize("line", [
+    "from . import site, users", "from .site import SITE", "from .users import x",
+    "from roles.apache import site", "from roles.apache.site import SITE",
+    "import roles.apache.site", "from .._common import hub_urls", "from roles import _common",
+])
+def test_a_role_packages_submodules_may_import_each_other(tmp_path, line):
+    root = tree(tmp_path, {"roles/__init__.py": "", "roles/users.py": "",
+                           "roles/apache/__init__.py": line + "\n",
+                           "roles/apache/site.py": line + "\n",
+                           # a submodule may share a name with a role: it is the package's
+                           "roles/apache/users.py": "X = 1\n"})
+    assert role_import_violations(root, {"apache", "users"}) == []
 
 
 def test_the_engine_never_imports_a_role():
-    for path in sorted((REPO / "provision").rglob("*.py")):
-        for imported in imports_of(path):
+    root = REPO / "provision"
+    for path in sorted(root.rglob("*.py")):
+        for imported in imports_of(path, root):
             assert not (imported == "roles" or imported.startswith("roles.")), \
                 f"{path.relative_to(REPO)} imports {imported}"
 
