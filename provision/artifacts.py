@@ -49,7 +49,7 @@ from .errors import ProvisionError
 from .steps import Action, Command, Fetch, Push
 
 if TYPE_CHECKING:
-    from .runner import HostRun
+    from .hostrun import HostRun
 
 HOST_DIR = "/var/cache/jhprovision"
 PUSH_TIMEOUT = 1800

@@ -44,7 +44,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .runner import HostRun
+    from .hostrun import HostRun
 
 ROLES_PACKAGE = "roles"
 

@@ -21,12 +21,13 @@ from . import artifacts
 from .display import Display
 from .errors import ProvisionError, UnreachableError
 from .facts import FactRequest, Facts, gather
+from .hostrun import HostRun
 from .inventory import Host
 from .report import HostReport, RunReport, StepResult
 from .role import Handler, registry, role_enabled
 from .steps import Action, Push, Refuse, Upload
 from .config import proxy_jump
-from .transport import BatchOp, LocalTransport, Result, SSHTransport, Transport
+from .transport import BatchOp, LocalTransport, SSHTransport, Transport
 
 PENDING_DIR = "/var/lib/jhprovision/pending"
 PROGRESS_EVERY = 15.0
@@ -61,36 +62,14 @@ def make_transport(host: Host) -> Transport:
     )
 
 
-class HostRun:
-    """One host's run: what handlers get to act on the host."""
+class HostApply(HostRun):
+    """One host's run as the runner drives it: the roles' actions applied (short steps
+    batched), the handlers they notify remembered on the host first."""
 
     def __init__(self, host: Host, transport: Transport, *, check: bool, display: Display,
                  cancel: threading.Event) -> None:
-        self.host = host
-        self.vars: dict[str, Any] = host.vars
-        self.transport = transport
-        self.check = check
-        self.display = display
-        self.cancel = cancel
-        self.report = HostReport(host.name)
-        #: handlers due in this run (a handler may skip work another one will do)
-        self.notified: set[str] = set()
+        super().__init__(host, transport, check=check, display=display, cancel=cancel)
         self._marked: set[str] = set()  # pending markers already written in this run
-        #: what provision.artifacts read from the host (its Python, its apt sources)
-        self.artifact_info: dict[tuple[str, str], dict] = {}
-
-    def run(self, argv: Sequence[str], **kw: Any) -> Result:
-        return self.transport.run(argv, **kw)
-
-    def log(self, text: str) -> None:
-        self.display.host_line(self.host.name, "info", text)
-
-    def note(self, text: str) -> None:
-        """Tell the sysadmin something about this host (shown now and in the recap, kept
-        in the JSON report); the host is not failed by it."""
-        if text not in self.report.notes:
-            self.report.notes.append(text)
-            self.display.host_line(self.host.name, "note", text)
 
     # ------------------------------------------------------------------ actions
     def _result(self, role: str, action: Action) -> StepResult:
@@ -297,7 +276,7 @@ def _handlers(active: list[ModuleType]) -> list[tuple[str, Handler]]:
     return [pair for name, pair in registry().handlers.items() if name in wanted]
 
 
-def _apply_roles(hr: HostRun, active: list[ModuleType], requests: list[FactRequest],
+def _apply_roles(hr: HostApply, active: list[ModuleType], requests: list[FactRequest],
                  request: FactRequest, facts: Facts) -> None:
     """Plan and apply each role in order, each seeing only the facts it asked for; facts
     again only after a role changed something."""
@@ -365,7 +344,7 @@ def converge_host(host: Host, roles: list[ModuleType], *, check: bool, display: 
     if transport is None:
         rep.duration = time.monotonic() - start
         return rep
-    hr = HostRun(host, transport, check=check, display=display, cancel=cancel)
+    hr = HostApply(host, transport, check=check, display=display, cancel=cancel)
     hr.report = rep
     try:
         enabled = [r for r in roles if role_enabled(r, host.vars)]
