@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .facts import normalize_dist
+from .requirements import req_name_version
 
 PINS_DIR = Path(__file__).resolve().parent.parent / "constraints"
 PYTHONS = ("3.11", "3.13")  # Debian 12, Debian 13
@@ -71,8 +72,6 @@ def effective(text: str, requirements: Sequence[str]) -> str:
     """The constraints a venv installs with: the pin set, less the pins of requirements
     pinned to another version (a course's own numpy==... wins; pip checks the rest still
     fit)."""
-    from .steps import req_name_version  # steps imports this module in plan_pip
-
     pinned = parse(text)
     mine = dict(req_name_version(r) for r in requirements)
     return without(text, {n for n, ver in mine.items() if ver and pinned.get(n, ver) != ver})

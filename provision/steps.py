@@ -14,7 +14,9 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .facts import Facts, FileFact, VenvFact, normalize_dist
+from .facts import Facts, FileFact, VenvFact
+from .pins import effective, parse
+from .requirements import req_name_version, same_version
 
 APT_ENV = ["env", "DEBIAN_FRONTEND=noninteractive", "NEEDRESTART_MODE=a"]
 MASK = "(secret: content not shown)"
@@ -465,21 +467,6 @@ def plan_apt(facts: Facts, packages: dict[str, str | None], *, update: bool = Tr
     return act
 
 
-def req_name_version(req: str) -> tuple[str, str | None]:
-    name, _, version = req.partition("==")
-    return normalize_dist(name.split("[", 1)[0]), version or None
-
-
-def same_version(a: str, b: str) -> bool:
-    """PEP 440 equality ('1.0' == '1.0.0'); plain string equality if either is invalid."""
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        return Version(a) == Version(b)
-    except InvalidVersion:
-        return a == b
-
-
 def pip_constraints_path(venv: str) -> str:
     """Where a virtualenv keeps the pin set its packages were installed with."""
     return f"{venv}/jhprovision-constraints.txt"
@@ -501,8 +488,6 @@ def plan_pip(facts: Facts, venv: str, requirements: Sequence[str], *,
 
     Example: ``plan_pip(facts, "/opt/jupyterhub", ["jupyterhub==6.1.1"])``
     """
-    from .pins import effective, parse
-
     act = Action(name or f"pip {venv}", notify=tuple(notify), long=True)
     v = have if have is not None else facts.venv(venv)
     if constraints:
