@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .facts import FactRequest, Facts, VenvFact
-from .steps import Action, Command, Upload, plan_pip, req_name_version, same_version
+from .requirements import req_name_version, same_version
+from .steps import Action, Command, Upload, plan_pip
 
 if TYPE_CHECKING:
-    from .runner import HostRun
+    from .hostrun import HostRun
 
 COMPLETE = "jhprovision-complete"
 LEGACY = "pre-envs"  # the name a plain-directory virtualenv gets in PATH.envs/

@@ -24,9 +24,10 @@ from typing import Any
 from provision import envs, pins
 from provision.errors import ConfigError, ProvisionError
 from provision.facts import FactRequest, Facts
+from provision.hostrun import HostRun
 from provision.render import render
+from provision.requirements import same_version
 from provision.role import Handler, HubContribution, hub_contributions
-from provision.runner import HostRun
 from provision.stack import (
     API_ENV_FILE,  # noqa: F401 - re-exported: the tests name it as the role's
     HUB_HANDLER,
@@ -48,7 +49,6 @@ from provision.steps import (
     plan_secret,
     plan_service_started_by,
     plan_unit,
-    same_version,
 )
 from provision.variables import Var
 

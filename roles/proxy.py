@@ -18,9 +18,9 @@ from typing import Any
 
 from provision.errors import ProvisionError
 from provision.facts import FactRequest, Facts
+from provision.hostrun import HostRun
 from provision.render import render
 from provision.role import Handler, HubContribution, HubRole
-from provision.runner import HostRun
 from provision.stack import (
     API_SERVICE,
     HUB_HANDLER,

@@ -25,9 +25,10 @@ from typing import Any
 from provision import envs, pins
 from provision.errors import ProvisionError
 from provision.facts import FactRequest, Facts
+from provision.hostrun import HostRun
+from provision.requirements import req_name_version
 from provision.role import Handler, HubContribution
-from provision.runner import HostRun
-from provision.steps import Action, plan_apt, req_name_version
+from provision.steps import Action, plan_apt
 from provision.variables import Var
 
 from ._common import HUB_API_PRELUDE, hub_api_argv

@@ -36,8 +36,8 @@ from urllib.parse import urlsplit
 
 from provision.errors import ProvisionError
 from provision.facts import FactRequest, Facts
+from provision.hostrun import HostRun
 from provision.role import Handler
-from provision.runner import HostRun
 from provision.steps import Action, plan_apt, plan_service
 from provision.variables import Var
 

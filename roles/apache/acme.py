@@ -21,8 +21,8 @@ from typing import Any
 
 from provision.errors import ProvisionError
 from provision.facts import Facts
+from provision.hostrun import HostRun
 from provision.render import render
-from provision.runner import HostRun
 from provision.steps import (
     Action,
     Command,

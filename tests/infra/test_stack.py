@@ -11,7 +11,8 @@ import pytest
 from provision.hubclient import HubClient, pinned_context, trusted_context
 from provision import envs, pins
 from provision.facts import normalize_dist
-from provision.steps import pip_constraints_path, req_name_version, same_version
+from provision.requirements import req_name_version, same_version
+from provision.steps import pip_constraints_path
 from provision.variables import byte_count
 from roles import apache, jupyterhub, nodejs, proxy, shared, userenv
 from roles._common import active_users, hub_api_url, hub_urls
