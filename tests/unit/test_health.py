@@ -28,12 +28,14 @@ RUNNING = {"ActiveState": "active", "SubState": "running", "NRestarts": "0",
 class FakeSystemd:
     def __init__(self, tmp: Path) -> None:
         self.state = tmp / "state.json"
+        self.calls = tmp / "calls"  # a line per systemctl the script ran
         self.bin = tmp / "bin"
         self.bin.mkdir()
         script = self.bin / "systemctl"
         script.write_text(f"#!{sys.executable}\nimport json\n"
                           f"for k, v in json.load(open({str(self.state)!r})).items():\n"
-                          "    print(f'{k}={v}')\n")
+                          "    print(f'{k}={v}')\n"
+                          f"open({str(self.calls)!r}, 'a').write('called\\n')\n")
         script.chmod(0o755)
         self.set(**RUNNING)
 
@@ -76,7 +78,11 @@ def health(systemd: FakeSystemd, url: str, limit: float = 20, below: int = 400,
                              str(limit), str(below)], env=systemd.env(),
                             stdout=subprocess.PIPE, text=True)
     if during:
-        time.sleep(0.6)
+        # the change happens after the script has read the unit once (however slowly a
+        # loaded machine starts it), never before
+        deadline = time.monotonic() + 30
+        while not systemd.calls.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         during()
     out, _ = proc.communicate(timeout=limit + 10)
     data = json.loads(out)
