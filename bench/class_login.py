@@ -5,9 +5,19 @@ together (a barrier) and each one logs in, starts its server (waiting up to 300 
 JupyterLab, starts a kernel and runs ``1+1``. Prints per N how many got ``2`` back, the
 p50/p95/max seconds from the barrier to that answer (nearest rank), the first failures
 (step, exception class, first line), and the hub's spawn settings it ran with (lines of
-/etc/jupyterhub/jupyterhub_config.py on the host). A login whose connection is reset
-before the hub answers (the lab's port forward has a short listen queue) is tried once
-more, as a student would reload the page; the `reloads` column counts those.
+/etc/jupyterhub/jupyterhub_config.py on the host).
+
+Times depend on the machine; CPU seconds per spawn much less, so each round also prints
+what a spawn cost: the host's CPU (cgroup2 cpu.stat `usage_usec` of the container, read on
+the workstation before and after the round, divided by N), and of it the hub's
+(jupyterhub.service), the proxy's, the users' servers' (their units, kernels included) and
+the rest (systemd, journald, PAM...); the lab's network (slirp4netns, not part of a real
+host) and this script's own client threads apart. A unit whose cgroup the workstation
+cannot see is read on the host (`systemctl show -p CPUUsageNSec`, one SSH call).
+
+A login whose connection is reset before the hub answers (the lab's port forward has a
+short listen queue) is tried once more, as a student would reload the page; the `reloads`
+column counts those.
 
     .venv/bin/python bench/class_login.py [--host lab1] [--counts 1,15,45] [--keep]
         [--inventory DIR] [--password-file F] [--url URL] [--json PATH]
@@ -56,7 +66,9 @@ from provision.inventory_edit import update_user, users_file  # noqa: E402
 MAX_USERS = 300
 FIRST_UID = 3001
 SETTINGS = ("concurrent_spawn_limit", "mem_limit", "cpu_limit", "spawner_class",
-            "start_timeout", "http_timeout")
+            "start_timeout", "http_timeout", "Spawner.args", "jpserver_extensions")
+HUB_UNIT = "jupyterhub.service"
+CPU_PARTS = ("hub", "proxy", "servers", "other")
 
 
 def parse_counts(text: str) -> list[int]:
@@ -77,6 +89,111 @@ def percentile(values: Sequence[float], p: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[max(1, math.ceil(p * len(ordered) / 100)) - 1]
+
+
+def parse_cpu_stat(text: str) -> dict[str, int]:
+    """cgroup2 cpu.stat ("usage_usec 123\\n...") -> {"usage_usec": 123, ...}; other lines
+    (a v1 hierarchy's, or none) are skipped."""
+    fields: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key and value.strip().isdigit():
+            fields[key] = int(value)
+    return fields
+
+
+def parse_systemctl_cpu(text: str) -> dict[str, int]:
+    """`systemctl show -p Id,CPUUsageNSec UNIT...` -> {unit: usec}; a unit without CPU
+    accounting ([not set], or a huge "unset" number) is left out."""
+    out: dict[str, int] = {}
+    for block in re.split(r"\n\s*\n", text.strip()):
+        props = dict(line.partition("=")[::2] for line in block.splitlines() if "=" in line)
+        value = props.get("CPUUsageNSec", "")
+        if props.get("Id") and value.isdigit() and int(value) < 2**63:
+            out[props["Id"]] = int(value) // 1000
+    return out
+
+
+def cgroup_usage(directory: Path) -> int | None:
+    """usage_usec of cgroup2 directory `directory` (every process below it), or None."""
+    try:
+        return parse_cpu_stat((directory / "cpu.stat").read_text()).get("usage_usec")
+    except OSError:
+        return None
+
+
+def sample_cpu(name: str, users: list[str]) -> dict[str, Any]:
+    """CPU microseconds used so far by host `name` and by its units that matter here:
+    {"host", "slirp", "hub", "proxy": usec or None, "servers": {unit: usec}}."""
+    from provision.lab import system
+    from provision.stack import PROXY_UNIT, user_unit
+
+    wanted = {HUB_UNIT: "hub", PROXY_UNIT: "proxy", **{user_unit(u): "servers" for u in users}}
+    out: dict[str, Any] = {"host": None, "slirp": None, "hub": None, "proxy": None,
+                           "servers": {}}
+    for container in system.cgroup_dirs(name, "nspawn"):
+        if cgroup_usage(container) is None:
+            continue  # not a cgroup2 hierarchy (v1 cpu.stat has no usage_usec)
+        out["host"] = cgroup_usage(container)
+        out["slirp"] = cgroup_usage(container.parent / "slirp")
+        for dirpath, dirs, _files in os.walk(container):
+            for d in [d for d in dirs if d in wanted]:
+                usage = cgroup_usage(Path(dirpath) / d)
+                if usage is not None:
+                    if wanted[d] == "servers":
+                        out["servers"][d] = usage
+                    else:
+                        out[wanted[d]] = usage
+            dirs[:] = [d for d in dirs if d not in wanted]  # a unit's own subgroups: counted
+        break
+    if out["hub"] is None:  # the host's units are not in the workstation's view: ask it
+        proc = lab.run_ssh(name, ["systemctl", "show", "-p", "Id,CPUUsageNSec", *wanted])
+        for unit, usec in parse_systemctl_cpu(proc.stdout).items():
+            if wanted.get(unit) == "servers":
+                out["servers"][unit] = usec
+            elif unit in wanted:
+                out[wanted[unit]] = usec
+    return out
+
+
+def _grown(before: int | None, after: int | None) -> int | None:
+    """What a counter grew by; one that went down belongs to a new unit (restarted)."""
+    if after is None:
+        return None
+    return after - before if before is not None and after >= before else after
+
+
+def cpu_per_spawn(before: dict[str, Any], after: dict[str, Any], n: int,
+                  client_s: float) -> dict[str, float | None]:
+    """Seconds of CPU per spawn between two `sample_cpu`s of a round of `n` users.
+
+    `servers` adds up the round's users' units (a unit started during the round counts
+    whole); `other` is what the host used besides the hub, proxy and servers. Example:
+    host 10 s -> 19 s, hub 1 s -> 2 s, servers {} -> 6 s, n=3: host 3.0, hub 0.33,
+    servers 2.0."""
+    host = _grown(before["host"], after["host"])
+    parts: dict[str, int | None] = {
+        "hub": _grown(before["hub"], after["hub"]),
+        "proxy": _grown(before["proxy"], after["proxy"]),
+        "servers": sum(_grown(before["servers"].get(u), usec) or 0
+                       for u, usec in after["servers"].items()),
+    }
+    known = [v for v in parts.values() if v is not None]
+    parts["other"] = host - sum(known) if host is not None else None
+    out: dict[str, float | None] = {"host": host, **parts,
+                                    "slirp": _grown(before["slirp"], after["slirp"])}
+    out = {k: round(v / 1e6 / n, 3) if v is not None else None for k, v in out.items()}
+    out["client"] = round(client_s / n, 3)
+    return out
+
+
+def cpu_line(cpu: dict[str, float | None]) -> str:
+    """One line of the CPU seconds per spawn, e.g. 'host 3.10 = hub 0.20 + ...'."""
+    def fmt(key: str) -> str:
+        value = cpu.get(key)
+        return f"{key} {value:.2f}" if value is not None else f"{key} -"
+    return (f"CPU s per spawn: {fmt('host')} = " + " + ".join(fmt(k) for k in CPU_PARTS)
+            + f"; lab network: {fmt('slirp')}; this client: {fmt('client')}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -245,12 +362,20 @@ def main(argv: list[str] | None = None) -> None:
             for n in opts.counts:
                 for problem in stop_servers(url, names, password):
                     print(f"  (stopping servers first) {problem}")
-                row = summary(n, one_round(url, names[:n], password))
+                cpu_before, client_before = sample_cpu(opts.host, names[:n]), os.times()
+                rounds = one_round(url, names[:n], password)
+                client = os.times()
+                cpu_after = sample_cpu(opts.host, names[:n])
+                row = summary(n, rounds)
+                row["cpu_s_per_spawn"] = cpu_per_spawn(
+                    cpu_before, cpu_after, n, client.user + client.system
+                    - client_before.user - client_before.system)
                 result["rounds"].append(row)
                 cells = [f"{row[k]:8.1f}" if row[k] is not None else f"{'-':>8}"
                          for k in ("p50_s", "p95_s", "max_s")]
                 print(f"{n:>4} {row['ok']:>4} {row['failed']:>6} {' '.join(cells)} "
                       f"{row['reloads']:>8}", flush=True)
+                print(f"       {cpu_line(row['cpu_s_per_spawn'])}", flush=True)
                 for r in [r for r in row["users"] if not r["ok"]][:3]:
                     print(f"       {r['user']} at {r['failed_step']}: {r['error']}")
         except ConfigError as exc:

@@ -269,6 +269,15 @@ def _pip_req(v: Any) -> str | None:
     return None
 
 
+MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _module(v: Any) -> str | None:
+    if not isinstance(v, str) or not MODULE_RE.fullmatch(v):
+        return f"{bounded_repr(v)} is not a Python module name (e.g. jupyter_lsp)"
+    return None
+
+
 def _version(v: Any) -> str | None:
     if not isinstance(v, str) or not VERSION_RE.fullmatch(v):
         return f"{bounded_repr(v)} is not a version string (quote it in YAML, e.g. '6.1.1')"
@@ -398,6 +407,7 @@ TYPES: dict[str, Callable[[Any], str | None]] = {
     "list[pkg]": _list_of(_pkg),
     "list[pip]": _list_of(_pip_req),
     "list[dict]": _list_of(_dict),
+    "list[module]": _list_of(_module),
 }
 
 

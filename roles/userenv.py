@@ -52,6 +52,11 @@ VARIABLES = [
         "'name' or 'name==version' (e.g. numpy==2.3.4); adding one restarts nothing."),
     Var("jupyterhub_user_apt_packages", [], "list[pkg]", "Debian packages users' work "
         "needs (system libraries, e.g. libgdal-dev, graphviz)."),
+    Var("jupyterhub_server_extensions_disabled", ["jupyter_lsp"], "list[module]",
+        "Jupyter server extensions users' servers do not load (their command line: "
+        "--ServerApp.jpserver_extensions=NAME=False). jupyter_lsp looks for language "
+        "servers at every start and none is installed by default: [] if "
+        "jupyterhub_user_packages adds one (e.g. python-lsp-server). docs/performance.md."),
 ]
 
 
@@ -189,10 +194,20 @@ HANDLERS = [Handler(HANDLER, switch_users_env, "stop running users' servers, swi
                     "users' environment, start them again")]
 
 
+def server_args(v: dict[str, Any]) -> list[str]:
+    """Users' servers' arguments: ["--ServerApp.jpserver_extensions=jupyter_lsp=False"] for
+    jupyterhub_server_extensions_disabled: [jupyter_lsp] (traitlets merges repeated ones)."""
+    return [f"--ServerApp.jpserver_extensions={name}=False"
+            for name in v["jupyterhub_server_extensions_disabled"]]
+
+
 def hub(v: dict[str, Any]) -> HubContribution:
     """Users' servers start from this venv, which is also first on their PATH: `python`
     and `pip` in a terminal are the kernels' own."""
     venv = v["jupyterhub_user_venv"]
+    config: list[tuple[str, Any]] = [("Spawner.cmd", [f"{venv}/bin/jupyterhub-singleuser"])]
+    if v["jupyterhub_server_extensions_disabled"]:
+        config.append(("Spawner.args", server_args(v)))
     return HubContribution(
-        config=[("Spawner.cmd", [f"{venv}/bin/jupyterhub-singleuser"])],
+        config=config,
         server_env={"PATH": f"{venv}/bin:/usr/local/bin:/usr/bin:/bin"})

@@ -45,7 +45,9 @@ BASE = {
                        "unit_extra_properties": {"OOMPolicy": "continue"}},
     "ConfigurableHTTPProxy": {"should_start": False, "api_url": "http://127.0.0.1:8001"},
     # users' servers come from the users' virtualenv, first on their PATH
+    # jupyter_lsp not loaded (no language server installed): docs/performance.md
     "Spawner": {"cmd": ["/opt/jupyterhub-user/bin/jupyterhub-singleuser"], "default_url": "/lab",
+                "args": ["--ServerApp.jpserver_extensions=jupyter_lsp=False"],
                 "environment": {"PATH": "/opt/jupyterhub-user/bin:/usr/local/bin:/usr/bin:/bin",
                                 "JUPYTERHUB_ACTIVITY_INTERVAL": "300"},
                 "start_timeout": 60, "http_timeout": 60},
@@ -125,6 +127,12 @@ CONFIG_CASES: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]], list[st
     "state-dir": ({"jupyterhub_state_dir": "/srv/hubstate"},
                   {"JupyterHub": {"cookie_secret_file": "/srv/hubstate/jupyterhub_cookie_secret",
                                   "db_url": "sqlite:////srv/hubstate/jupyterhub.sqlite"}}, []),
+    "every-server-extension": ({"jupyterhub_server_extensions_disabled": []}, {},
+                               ["Spawner.args"]),
+    "server-extensions-disabled": (
+        {"jupyterhub_server_extensions_disabled": ["jupyter_lsp", "notebook"]},
+        {"Spawner": {"args": ["--ServerApp.jpserver_extensions=jupyter_lsp=False",
+                              "--ServerApp.jpserver_extensions=notebook=False"]}}, []),
     "extra-config": ({"jupyterhub_extra_config": "c.Spawner.mem_limit = '2G'\n"},
                      {"Spawner": {"mem_limit": "2G"}}, []),
 }
@@ -350,3 +358,19 @@ def test_compiled_templates_are_cached_only_in_a_directory_of_the_users_alone(tm
     assert path.stat().st_mode & 0o777 == 0o700
     os.chmod(path, 0o770)  # someone else may write there: no compiled code is loaded
     assert render_module._bytecode_cache() is None
+
+
+@pytest.mark.parametrize("value", [["jupyter-lsp"], ["jupyter_lsp=True"], ["a b"], [""],
+                                   ["x;rm -rf /"], ["--ServerApp.token=x"], "jupyter_lsp",
+                                   [1], ["jupyter_lsp."], [".jupyter_lsp"]])
+def test_server_extensions_disabled_must_be_module_names(value):
+    from provision.config import check_value
+
+    assert check_value(VARIABLES["jupyterhub_server_extensions_disabled"], value)
+
+
+def test_server_extensions_disabled_accepts_dotted_module_names():
+    from provision.config import check_value
+
+    assert check_value(VARIABLES["jupyterhub_server_extensions_disabled"],
+                       ["jupyter_lsp", "jupyterlab_git.server", "_private"]) is None
