@@ -22,7 +22,7 @@ import yaml
 from .errors import ConfigError
 from .inventory import Host, Inventory
 from .role import load_roles
-from .variables import Var, check_value, suggest
+from .variables import Var, check_value, describe_key, suggest, variable_name_problem
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_INVENTORY = REPO / "inventory"
@@ -143,13 +143,19 @@ def parse_cli_vars(items: list[str] | None) -> dict[str, Any]:
     problems = []
     for item in items or []:
         name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            problems.append(f"--var {item!r}: expected name=value")
+        name = name.strip()
+        if not sep or not name:
+            problems.append(f"--var {describe_key(item).removeprefix('the key ')}: expected "
+                            "name=value")
+            continue
+        why = variable_name_problem(name)
+        if why:
+            problems.append(f"command line: --var: {why}")
             continue
         try:
-            out[name.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[name.strip()] = value
+            out[name] = yaml.safe_load(value) if value.strip() else ""
+        except (yaml.YAMLError, RecursionError):  # not YAML, or nested past the stack
+            out[name] = value
     if problems:
         raise ConfigError(problems)
     return out
