@@ -55,6 +55,9 @@ from provision.variables import Var
 from ._common import Health, active_users, check_health, home_of, hub_urls, service_log
 
 NAME = "jupyterhub"
+# jupyterhub_extra_config's bound: a config, not a program (and compile() of a huge or
+# deep text exhausts memory or the C stack before it says why).
+MAX_EXTRA_CONFIG = 64 * 1024
 SUMMARY = (
     "the hub's virtualenv (jupyterhub, its spawner and services, every package at the "
     "release's pin set; a new pin set installed beside the one in use, then switched to "
@@ -132,7 +135,8 @@ VARIABLES = [
     Var("jupyterhub_otp_prompt", "OTP:", "line", "The one-time password prompt "
         "(c.Authenticator.otp_prompt), e.g. 'Google Authenticator:'."),
     Var("jupyterhub_extra_config", "", "str", "Python appended verbatim to "
-        "jupyterhub_config.py (checked to compile and load before it is installed)."),
+        "jupyterhub_config.py (checked to compile and load before it is installed; at most "
+        f"{MAX_EXTRA_CONFIG // 1024} KiB, UTF-8)."),
 ]
 
 AFTER = ("users", "wheel")
@@ -247,13 +251,34 @@ def render_config(v: dict[str, Any]) -> str:
         jupyterhub_admin_users=set(v["jupyterhub_admin_users"]),
         jupyterhub_allowed_users=set(v["jupyterhub_allowed_users"]),
     )
+    size = len(v["jupyterhub_extra_config"].encode("utf-8", "surrogatepass"))
+    if size > MAX_EXTRA_CONFIG:
+        raise ConfigError(f"jupyterhub_extra_config: {size} bytes, more than "
+                          f"{MAX_EXTRA_CONFIG}: put a longer config in a module of its own "
+                          "and import it")
     text = render("jupyterhub/jupyterhub_config.py.j2", ctx)
     try:
         compile(text, config_path(v), "exec")
-    except SyntaxError as exc:
+    except SyntaxError as exc:  # NUL bytes too, on Python 3.12+
         raise ConfigError(f"jupyterhub_extra_config: the rendered jupyterhub_config.py does not "
-                          f"compile: {exc.msg} (line {exc.lineno})") from exc
+                          f"compile: {exc.msg} ({_extra_line(text, exc.lineno)})") from None
+    except ValueError as exc:  # NUL bytes before Python 3.12
+        raise ConfigError(f"jupyterhub_extra_config: the rendered jupyterhub_config.py does not "
+                          f"compile: {exc}") from None
+    except (MemoryError, RecursionError):
+        raise ConfigError("jupyterhub_extra_config: the rendered jupyterhub_config.py does not "
+                          "compile: an expression nested or chained too deeply for Python's "
+                          "compiler") from None
     return text
+
+
+def _extra_line(text: str, lineno: int | None) -> str:
+    """'line N of jupyterhub_extra_config' where the error is in it, else the config's line."""
+    mark = text.find(EXTRA_MARK.decode())
+    start = text.count("\n", 0, mark) + 1 if mark >= 0 else None
+    if lineno and start and lineno > start:
+        return f"line {lineno - start} of jupyterhub_extra_config"
+    return f"line {lineno} of jupyterhub_config.py"
 
 
 EXTRA_MARK = b"# --- jupyterhub_extra_config"
