@@ -106,7 +106,8 @@ def test_converged_host_needs_no_change(variant, name):
 
 
 # Roles off by default, with what turns them on.
-TURNED_ON = {"shared": {"jupyterhub_shared_dir": "/srv/data"}}
+TURNED_ON = {"shared": {"jupyterhub_shared_dir": "/srv/data"},
+             "otp": {"jupyterhub_request_otp": True}}
 
 
 @pytest.mark.parametrize("name", ROLE_NAMES)
@@ -535,6 +536,61 @@ def test_a_malformed_otp_secret_is_refused_without_showing_it(bad):
         inventory_vars(users=[{"name": "alice", "otp_secret": bad}])
     assert "users[0].otp_secret: must be a base32 secret" in str(err.value)
     assert str(bad) not in str(err.value).split("otp_secret:")[1]
+
+
+PAM = "/etc/pam.d/jupyterhub"
+
+
+def test_otp_turned_off_removes_only_our_pam_file_and_keeps_the_secrets():
+    host = converged(otp_vars())
+    secrets = {p: dict(f) for p, f in host.files.items()
+               if p.startswith("/var/lib/jupyterhub-otp/")}
+    assert secrets and host.files[PAM]["content"].startswith(b"# Managed by jhprovision")
+    off = otp_vars(jupyterhub_request_otp=False)
+    actions = [a for a in plan_role("otp", off, host) if a.changed]
+    assert [(a.name, argvs(a)) for a in actions] == [
+        (f"absent {PAM}", [["rm", "-f", "--", PAM]])]
+    after = converged(off, start=host)
+    assert PAM not in after.files
+    assert b"PAMAuthenticator.service" not in \
+        after.files["/etc/jupyterhub/jupyterhub_config.py"]["content"]
+    assert {p: f for p, f in after.files.items()
+            if p.startswith("/var/lib/jupyterhub-otp/")} == secrets
+    for name in ROLE_NAMES:  # converged: a second run changes nothing
+        if role_enabled(role(name), off):
+            assert not changes(plan_role(name, off, after)), name
+
+
+def test_otp_turned_off_leaves_the_hub_on_the_login_service():
+    on = jupyterhub.render_config(otp_vars())
+    off = jupyterhub.render_config(otp_vars(jupyterhub_request_otp=False))
+    assert "c.PAMAuthenticator.service = 'jupyterhub'" in on
+    assert "PAMAuthenticator.service" not in off and "request_otp" not in off
+
+
+@pytest.mark.parametrize("content", [
+    "auth required pam_unix.so\n",  # the sysadmin's own service
+    "# pam service for the hub\n# Managed by jhprovision (role otp)\n",  # header not first
+])
+def test_otp_off_never_removes_a_pam_file_the_sysadmin_wrote(content):
+    host = converged(inventory_vars())
+    host.add_file(PAM, content)
+    actions = plan_role("otp", inventory_vars(), host)
+    assert not changes(actions) and names(actions) == [f"{PAM} (not ours: kept)"]
+
+
+def test_otp_off_never_follows_a_link_named_like_the_pam_file():
+    host = converged(inventory_vars())
+    host.files[PAM] = {"type": "link", "target": "/etc/pam.d/login", "mode": "0777",
+                       "owner": "root", "group": "root"}
+    assert not changes(plan_role("otp", inventory_vars(), host))
+
+
+def test_otp_on_again_after_off_keeps_every_secret():
+    on = otp_vars()
+    host = converged(otp_vars(jupyterhub_request_otp=False), start=converged(on))
+    actions = plan_role("otp", on, host)
+    assert [a.name for a in actions if a.changed] == ["file /etc/pam.d/jupyterhub"]
 
 
 def test_a_secret_pam_wrote_back_0400_is_not_drift_but_0644_is():
