@@ -273,11 +273,26 @@ def _owned_dir(v: Any) -> str | None:
 
 
 def _notebook_dir(v: Any) -> str | None:
+    """c.Spawner.notebook_dir as JupyterHub reads it: '~' (each user's own home, also
+    '~{username}'), '~/sub', an absolute path; '{username}' filled in by the hub."""
     if not isinstance(v, str) or not v:
         return f"{bounded_repr(v)} is not a directory path"
-    # '~/' (the user's home) and '{username}' are the spawner's own expansions
-    rest = v.removeprefix("~/").replace("{username}", "u") or "."
-    why = _path_chars(rest)
+    home = next((p for p in ("~{username}", "~") if v == p or v.startswith(p + "/")), None)
+    if home is None and v.startswith("~"):
+        return (f"{bounded_repr(v)}: '~name' is another user's home: write '~' or '~/...' "
+                "for each user's own")
+    if home is None and not v.startswith("/"):
+        return (f"{bounded_repr(v)} is a relative path: write '~/...' for a directory in "
+                "each user's home, or an absolute path")
+    rest = v[len(home):] if home else v
+    for m in re.finditer(r"\{([^{}]*)\}", rest):
+        if m.group(1) != "username":
+            return (f"{bounded_repr(v)}: the placeholder {bounded_repr(m.group(0), 20)} is "
+                    "not one JupyterHub fills in here (only {username})")
+    plain = rest.replace("{username}", "u")
+    if "{" in plain or "}" in plain:
+        return f"{bounded_repr(v)}: a lone '{{' or '}}' (only {{username}} is filled in)"
+    why = _path_chars(plain or "/")
     return f"{bounded_repr(v)} {why}" if why else None
 
 

@@ -35,6 +35,7 @@ from provision.stack import (
     HUB_UPGRADE_HANDLER,
     PROXY_ENV_FILE,
     PROXY_UNIT,
+    notebook_rel,
     service_token_file,
     stack,
 )
@@ -108,8 +109,10 @@ VARIABLES = [
     Var("jupyterhub_default_url", "/lab", "line", "What users land on "
         "(c.Spawner.default_url): '/lab' for JupyterLab, '/tree' for the classic notebook."),
     Var("jupyterhub_notebook_dir", None, "notebook_dir", "Users' root directory "
-        "(c.Spawner.notebook_dir), e.g. '~/notebooks'; a '~/' path is created in each "
-        "user's home.", nullable=True),
+        "(c.Spawner.notebook_dir): '~/notebooks', '~/{username}', '/srv/nb/{username}' "
+        "('{username}' is filled in by the hub); a '~/' path is created in each user's "
+        "home, an absolute one is not. '~name', relative paths, '..' and other "
+        "placeholders are refused.", nullable=True),
     Var("jupyterhub_start_timeout", 60, "timeout", "Seconds a user's server may take to "
         "start."),
     Var("jupyterhub_ready_timeout", 90, "timeout", "Seconds the hub may take to answer /hub/api "
@@ -315,24 +318,23 @@ def facts(v: dict[str, Any]) -> FactRequest:
     req.merge(envs.facts_for(v["jupyterhub_venv"], hub_env(v)))
     req.files.add(db_path(v))
     for u in active_users(v):
-        req.files.update(f"~{u['name']}/{rel}" for rel in _notebook_parts(v))
+        req.files.update(f"~{u['name']}/{rel}" for rel in _notebook_parts(v, u["name"]))
     return req
 
 
-def _notebook_parts(v: dict[str, Any]) -> list[str]:
-    """'~/work/notebooks' -> ['work', 'work/notebooks']: each directory below the home,
-    made (and checked: a symlink there is refused) one at a time, as the user."""
-    nb = v["jupyterhub_notebook_dir"]
-    if not nb or not nb.startswith("~/"):
-        return []
-    parts = [p for p in nb[2:].split("/") if p]
+def _notebook_parts(v: dict[str, Any], user: str) -> list[str]:
+    """'~/work/{username}' -> ['work', 'work/alice']: each directory below the home,
+    made (and checked: a symlink there is refused) one at a time, as the user. An
+    absolute notebook_dir is not made: it is the sysadmin's (JupyterHub makes none)."""
+    rel = notebook_rel(v["jupyterhub_notebook_dir"], user)
+    parts = rel.split("/") if rel else []
     return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
 def _notebook_dirs(v: dict[str, Any], facts: Facts) -> list[Action]:
     out = []
     for u in active_users(v):
-        for rel in _notebook_parts(v):
+        for rel in _notebook_parts(v, u["name"]):
             path = f"{home_of(facts, u['name'])}/{rel}"
             out.append(plan_directory(facts, path, mode="0750", owner=u["name"],
                                       group=u["name"], run_as=u["name"]))

@@ -439,6 +439,48 @@ def test_a_notebook_dir_of_several_parts_is_made_part_by_part_as_the_user():
     assert not changes(plan_role("jupyterhub", v, converged(v)))
 
 
+@pytest.mark.parametrize("nb, made", [
+    ("~/{username}", ["directory /home/alice/alice", "directory /home/bob/bob"]),
+    ("~/work/{username}/nb", ["directory /home/alice/work", "directory /home/alice/work/alice",
+                              "directory /home/alice/work/alice/nb", "directory /home/bob/work",
+                              "directory /home/bob/work/bob", "directory /home/bob/work/bob/nb"]),
+    ("~{username}/nb", ["directory /home/alice/nb", "directory /home/bob/nb"]),
+    ("~", []), ("~/", []), ("~{username}", []),
+    ("/srv/nb/{username}", []),  # absolute: the sysadmin's to make, as JupyterHub makes none
+])
+def test_a_notebook_dir_is_made_per_user_with_the_username_filled_in(nb, made):
+    v = inventory_vars(jupyterhub_notebook_dir=nb)
+    actions = [a for a in plan_role("jupyterhub", v, fresh()) if a.name.startswith(
+        ("directory /home/", "directory /srv/nb"))]
+    assert names(actions) == made
+    assert all(op.argv[:3] == ["runuser", "-u", a.name.split("/")[2]]
+               for a in actions for op in a.ops)
+    assert not [f for f in request_for(v).files if "{username}" in f]
+    config = jupyterhub.render_config(v)
+    assert f"c.Spawner.notebook_dir = {nb!r}" in config  # the hub fills it in itself
+    assert not changes(plan_role("jupyterhub", v, converged(v)))
+
+
+@pytest.mark.parametrize("nb, why", [
+    ("~bob/nb", "'~name' is another user's home"),
+    ("~root", "'~name' is another user's home"),
+    ("notebooks", "is a relative path"),
+    ("./nb", "is a relative path"),
+    ("{username}", "is a relative path"),
+    ("~/{foo}", "the placeholder '{foo}' is not one JupyterHub fills in here"),
+    ("/srv/nb/{user_id}", "the placeholder '{user_id}' is not one"),
+    ("~/{username", "a lone '{' or '}'"),
+    ("~/work/../../etc", "must not contain '..'"),
+    ("/srv/nb/{username}/..", "must not contain '..'"),
+    ("~/a b", "must not contain spaces"),
+    ("~/$HOME", "must not contain '$'"),
+])
+def test_a_notebook_dir_jupyterhub_cannot_honour_is_refused(nb, why):
+    with pytest.raises(AssertionError) as err:
+        inventory_vars(jupyterhub_notebook_dir=nb)
+    assert "jupyterhub_notebook_dir" in str(err.value) and why in str(err.value)
+
+
 def test_a_link_planted_on_the_way_to_the_notebook_dir_is_refused():
     v = inventory_vars(jupyterhub_notebook_dir="~/work/notebooks")
     host = converged(v)
