@@ -12,7 +12,7 @@ import pytest
 from provision.config import REPO
 
 TASKS = ["provision", "add-user", "remove-user", "verify", "docs", "lab.up", "lab.down",
-         "lab.status", "lab.ssh"]
+         "lab.status", "lab.ssh", "artifacts"]
 
 
 def invoke(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
