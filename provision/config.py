@@ -19,10 +19,11 @@ from typing import Any
 
 import yaml
 
+from . import artifact_cache
 from .errors import ConfigError
 from .inventory import Host, Inventory
 from .role import load_roles
-from .variables import Var, check_value, suggest
+from .variables import Var, check_value, describe_key, suggest, variable_name_problem
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_INVENTORY = REPO / "inventory"
@@ -46,6 +47,13 @@ ENGINE_VARIABLES = [
     Var("provision_artifacts_cache", None, "line", "Workstation directory of the pushed "
         "artifacts (default: ~/.cache/jhprovision, or under $XDG_CACHE_HOME).",
         nullable=True),
+    Var("provision_artifacts_cache_max", artifact_cache.DEFAULT_MAX, "bytes", "Bound on "
+        "provision_artifacts_cache: after a run that pushed, the least recently used files "
+        "go until the cache is this small (K, M, G, T: powers of 1024); never a file the "
+        "run used. `invoke artifacts --prune` does the same at any time."),
+    Var("provision_artifacts_cache_days", artifact_cache.DEFAULT_DAYS, "timeout", "Files of "
+        "provision_artifacts_cache that no run has used for this many days go after a run "
+        "that pushed."),
     Var("provision_connect_timeout", 10, "timeout", "Seconds to wait for an SSH connection."),
     Var("lab_ports", None, "dict", "Written by `invoke lab.up`: 127.0.0.1 ports forwarded "
         "to this lab host (ssh, hub, http, https).", nullable=True),
@@ -143,13 +151,19 @@ def parse_cli_vars(items: list[str] | None) -> dict[str, Any]:
     problems = []
     for item in items or []:
         name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            problems.append(f"--var {item!r}: expected name=value")
+        name = name.strip()
+        if not sep or not name:
+            problems.append(f"--var {describe_key(item).removeprefix('the key ')}: expected "
+                            "name=value")
+            continue
+        why = variable_name_problem(name)
+        if why:
+            problems.append(f"command line: --var: {why}")
             continue
         try:
-            out[name.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[name.strip()] = value
+            out[name] = yaml.safe_load(value) if value.strip() else ""
+        except (yaml.YAMLError, RecursionError):  # not YAML, or nested past the stack
+            out[name] = value
     if problems:
         raise ConfigError(problems)
     return out

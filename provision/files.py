@@ -66,10 +66,18 @@ def read_text(path: str | Path, *, what: str, limit: int = MAX_INPUT) -> str:
         raise ConfigError(f"{what}: {path} is not UTF-8 text (byte {exc.start})") from None
 
 
-def load_yaml(text: str, *, where: str) -> object:
+def load_yaml(text: str, *, where: str,
+              key_lines: dict[int, dict[object, int]] | None = None) -> object:
     """YAML, safely: no duplicate keys, a bounded number of aliases, bounded nesting.
-    Problems are ConfigErrors naming ``where`` and the line, never quoting values."""
+    Problems are ConfigErrors naming ``where`` and the line, never quoting values.
+
+    ``key_lines``, when given, receives the line of each key of each mapping, by the
+    mapping's ``id`` (valid while the returned document lives): a message about a key
+    can then name its line.
+    """
     import yaml
+
+    from .variables import describe_key
 
     # libyaml's parser when PyYAML has it (it does from PyPI's wheels): the same safe
     # constructor, a scanner in C (an inventory is parsed in a tenth of the time).
@@ -86,11 +94,14 @@ def load_yaml(text: str, *, where: str) -> object:
                 raise ConfigError(f"{where}: line {key_node.start_mark.line + 1}: a key "
                                   "must be a plain value") from None
             if key in seen:
-                raise ConfigError(f"{where}: line {key_node.start_mark.line + 1}: key "
-                                  f"{str(key)[:60]!r} is given twice (first on line "
+                raise ConfigError(f"{where}: line {key_node.start_mark.line + 1}: "
+                                  f"{describe_key(key)} is given twice (first on line "
                                   f"{seen[key]})")
             seen[key] = key_node.start_mark.line + 1
-        return loader.construct_mapping(node)
+        data = loader.construct_mapping(node)
+        if key_lines is not None:
+            key_lines[id(data)] = seen
+        return data
 
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     try:

@@ -28,9 +28,11 @@ from typing import Any
 from .errors import ConfigError
 from .files import load_yaml, read_text
 from .inventory_ini import expand_range, parse_ini, valid_host_name
+from .variables import variable_name_problem
 
 INVENTORY_SUFFIXES = (".yml", ".yaml")
 GROUP_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+MAX_NAME_PROBLEMS = 5  # bad variable names reported one by one in one mapping
 
 
 def host_name_problem(name: str) -> str | None:
@@ -102,8 +104,11 @@ class Inventory:
         self.host_file_origins: dict[str, dict[str, Origin]] = {}
         self.problems: list[str] = []
         self.ini_lines: dict[Path, dict[str, int]] = {}  # INI file -> line of each key
+        self.key_lines: dict[int, dict[object, int]] = {}  # YAML mapping id -> key lines
+        self._named_bad: set[tuple[str, object]] = set()  # bad variable names reported
         self.declared: set[str] = {"all"}  # groups named in an inventory file
         self._load()
+        self.key_lines.clear()  # ids of mappings that are gone may be reused
         if self.problems:
             raise ConfigError(self.problems)
 
@@ -175,7 +180,8 @@ class Inventory:
 
     def _read_yaml(self, path: Path) -> Any:
         try:
-            return load_yaml(read_text(path, what=self._rel(path)), where=self._rel(path))
+            return load_yaml(read_text(path, what=self._rel(path)), where=self._rel(path),
+                             key_lines=self.key_lines)
         except ConfigError as exc:
             self.problems.extend(exc.problems)
         return None
@@ -220,7 +226,10 @@ class Inventory:
             group.hosts.add(host)
             entry = self.host_entries.setdefault(host, {})
             origins = self.host_entry_origins.setdefault(host, {})
+            bad = self._bad_names(hvars, source, f"{key}.hosts.{host}", f"{host}.")
             for k, v in hvars.items():
+                if k in bad:
+                    continue
                 entry[str(k)] = v
                 origins[str(k)] = Origin(self._where(source, f"{host}.{k}"),
                                          f"{key}.hosts.{host}.{k}")
@@ -228,7 +237,10 @@ class Inventory:
         if not isinstance(gvars, dict):
             self.problems.append(f"{where}.vars: must be a mapping")
             gvars = {}
+        bad = self._bad_names(gvars, source, f"{key}.vars", f"{name}.vars.")
         for k, v in gvars.items():
+            if k in bad:
+                continue
             group.vars[str(k)] = v
             group.var_origins[str(k)] = Origin(self._where(source, f"{name}.vars.{k}"),
                                                f"{key}.vars.{k}")
@@ -275,9 +287,41 @@ class Inventory:
                 else:
                     target = self.host_file_vars.setdefault(name, {})
                     origins = self.host_file_origins.setdefault(name, {})
+                bad = self._bad_names(data, file, "", "")
                 for k, v in data.items():
+                    if k in bad:
+                        continue
                     target[str(k)] = v
                     origins[str(k)] = Origin(self._rel(file), str(k))
+
+    def _bad_names(self, mapping: dict, source: Path, keypath: str, ini_prefix: str) -> set:
+        """Keys of a mapping of variables that are not variable names (Ansible refuses
+        them too), each reported with its file, line and ``keypath``, never echoed in
+        full: a file that is no vars file at all (a shadow file read as YAML) is refused,
+        not ignored. ``ini_prefix`` finds an INI key's line (``host.`` or ``group.vars.``).
+        """
+        bad = [k for k in mapping if variable_name_problem(k)]
+        if not bad:
+            return set()
+        rel = self._rel(source)
+        ini = self.ini_lines.get(source) if source.suffix not in INVENTORY_SUFFIXES else None
+        yaml_lines = self.key_lines.get(id(mapping), {})
+        inside = f": {keypath}" if keypath else ""
+        for k in bad[:MAX_NAME_PROBLEMS]:
+            if ini is not None:
+                line = ini.get(f"{ini_prefix}{k}")
+                at = f"{rel}:{line}" if line else rel
+            else:
+                line = yaml_lines.get(k)
+                at = f"{rel}: line {line}" if line else rel
+            if (at, k) in self._named_bad:
+                continue  # a range of hosts shares its line and its variables
+            self._named_bad.add((at, k))
+            self.problems.append(f"{at}{inside}: {variable_name_problem(k)}")
+        if len(bad) > MAX_NAME_PROBLEMS:
+            self.problems.append(f"{rel}{inside}: {len(bad) - MAX_NAME_PROBLEMS} more keys "
+                                 "that are not valid variable names (is it a vars file?)")
+        return set(bad)
 
     # --------------------------------------------------------------- resolving
     @property

@@ -86,6 +86,33 @@ def admins(v: dict[str, Any]) -> list[str]:
     return [u["name"] for u in active_users(v) if u["admin"]]
 
 
+# c.Spawner.notebook_dir: JupyterHub fills in '{username}' and the server expands '~'.
+HOME_PREFIXES = ("~{username}", "~")
+
+
+def notebook_rel(nb: str | None, user: str) -> str | None:
+    """A user's notebook root below their home, '{username}' filled in ('' for the home
+    itself), or None for an absolute root (not in the home). ``~/work/{username}`` ->
+    ``work/alice``."""
+    if not nb:
+        return ""
+    prefix = next((p for p in HOME_PREFIXES if nb == p or nb.startswith(p + "/")), None)
+    if prefix is None:
+        return None
+    rest = nb[len(prefix):].replace("{username}", user)
+    return "/".join(p for p in rest.split("/") if p and p != ".")
+
+
+def notebook_root(nb: str | None, user: str, home: str) -> str:
+    """The directory a user's server opens in: ``/srv/nb/{username}`` -> ``/srv/nb/alice``,
+    ``~/notebooks`` -> ``/home/alice/notebooks``, none -> the home."""
+    rel = notebook_rel(nb, user)
+    if rel is None:
+        return "/" + "/".join(p for p in nb.replace("{username}", user).split("/")
+                              if p and p != ".")
+    return f"{home}/{rel}" if rel else home
+
+
 @dataclass(frozen=True)
 class HubURLs:
     """Where the public proxy listens and under which base URL the hub lives."""

@@ -96,6 +96,39 @@ def bounded_repr(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+# The markers of crypt(3) hashes: MD5, bcrypt, SHA-256/512, yescrypt, gost-yescrypt,
+# scrypt, and passlib's. A key holding one is never echoed, even cut short.
+PASSWORD_HASH_RE = re.compile(r"\$(?:1|2[abxy]?|5|6|7|y|gy|md5|sha1|argon2(?:id|i|d))\$")
+KEY_ECHO_LIMIT = 20
+
+
+def describe_key(key: Any) -> str:
+    """A mapping key for a message: a repr-escaped prefix of at most ``KEY_ECHO_LIMIT``
+    characters, or only "a key that looks like a password hash" (a shadow file read as
+    YAML has a hash in every key)."""
+    text = key if isinstance(key, str) else repr(key)
+    if PASSWORD_HASH_RE.search(text):
+        return "a key that looks like a password hash"
+    if not isinstance(key, str):
+        return f"the key {bounded_repr(key, KEY_ECHO_LIMIT)}"
+    cut = repr(key[:KEY_ECHO_LIMIT])
+    return f"the key {cut}{'...' if len(key) > KEY_ECHO_LIMIT else ''}"
+
+
+def variable_name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot be a variable's name, or None: Ansible's rule (a Python
+    identifier, ASCII, not a keyword), so a file that is not a vars file is refused."""
+    import keyword
+
+    if isinstance(name, str) and name.isascii() and name.isidentifier() \
+            and not keyword.iskeyword(name):
+        return None
+    if isinstance(name, str) and keyword.iskeyword(name):
+        return f"{describe_key(name)} is not a valid variable name (a Python keyword)"
+    return (f"{describe_key(name)} is not a valid variable name (letters, digits and '_', "
+            "not starting with a digit)")
+
+
 def check_username(name: Any) -> str | None:
     """Why ``name`` is not acceptable as a managed Linux user, or None."""
     if not isinstance(name, str):
@@ -240,11 +273,26 @@ def _owned_dir(v: Any) -> str | None:
 
 
 def _notebook_dir(v: Any) -> str | None:
+    """c.Spawner.notebook_dir as JupyterHub reads it: '~' (each user's own home, also
+    '~{username}'), '~/sub', an absolute path; '{username}' filled in by the hub."""
     if not isinstance(v, str) or not v:
         return f"{bounded_repr(v)} is not a directory path"
-    # '~/' (the user's home) and '{username}' are the spawner's own expansions
-    rest = v.removeprefix("~/").replace("{username}", "u") or "."
-    why = _path_chars(rest)
+    home = next((p for p in ("~{username}", "~") if v == p or v.startswith(p + "/")), None)
+    if home is None and v.startswith("~"):
+        return (f"{bounded_repr(v)}: '~name' is another user's home: write '~' or '~/...' "
+                "for each user's own")
+    if home is None and not v.startswith("/"):
+        return (f"{bounded_repr(v)} is a relative path: write '~/...' for a directory in "
+                "each user's home, or an absolute path")
+    rest = v[len(home):] if home else v
+    for m in re.finditer(r"\{([^{}]*)\}", rest):
+        if m.group(1) != "username":
+            return (f"{bounded_repr(v)}: the placeholder {bounded_repr(m.group(0), 20)} is "
+                    "not one JupyterHub fills in here (only {username})")
+    plain = rest.replace("{username}", "u")
+    if "{" in plain or "}" in plain:
+        return f"{bounded_repr(v)}: a lone '{{' or '}}' (only {{username}} is filled in)"
+    why = _path_chars(plain or "/")
     return f"{bounded_repr(v)} {why}" if why else None
 
 

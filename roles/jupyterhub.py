@@ -35,6 +35,7 @@ from provision.stack import (
     HUB_UPGRADE_HANDLER,
     PROXY_ENV_FILE,
     PROXY_UNIT,
+    notebook_rel,
     service_token_file,
     stack,
 )
@@ -55,6 +56,9 @@ from provision.variables import Var
 from ._common import Health, active_users, check_health, home_of, hub_urls, service_log
 
 NAME = "jupyterhub"
+# jupyterhub_extra_config's bound: a config, not a program (and compile() of a huge or
+# deep text exhausts memory or the C stack before it says why).
+MAX_EXTRA_CONFIG = 64 * 1024
 SUMMARY = (
     "the hub's virtualenv (jupyterhub, its spawner and services, every package at the "
     "release's pin set; a new pin set installed beside the one in use, then switched to "
@@ -105,8 +109,10 @@ VARIABLES = [
     Var("jupyterhub_default_url", "/lab", "line", "What users land on "
         "(c.Spawner.default_url): '/lab' for JupyterLab, '/tree' for the classic notebook."),
     Var("jupyterhub_notebook_dir", None, "notebook_dir", "Users' root directory "
-        "(c.Spawner.notebook_dir), e.g. '~/notebooks'; a '~/' path is created in each "
-        "user's home.", nullable=True),
+        "(c.Spawner.notebook_dir): '~/notebooks', '~/{username}', '/srv/nb/{username}' "
+        "('{username}' is filled in by the hub); a '~/' path is created in each user's "
+        "home, an absolute one is not. '~name', relative paths, '..' and other "
+        "placeholders are refused.", nullable=True),
     Var("jupyterhub_start_timeout", 60, "timeout", "Seconds a user's server may take to "
         "start."),
     Var("jupyterhub_ready_timeout", 90, "timeout", "Seconds the hub may take to answer /hub/api "
@@ -132,7 +138,8 @@ VARIABLES = [
     Var("jupyterhub_otp_prompt", "OTP:", "line", "The one-time password prompt "
         "(c.Authenticator.otp_prompt), e.g. 'Google Authenticator:'."),
     Var("jupyterhub_extra_config", "", "str", "Python appended verbatim to "
-        "jupyterhub_config.py (checked to compile and load before it is installed)."),
+        "jupyterhub_config.py (checked to compile and load before it is installed; at most "
+        f"{MAX_EXTRA_CONFIG // 1024} KiB, UTF-8)."),
 ]
 
 AFTER = ("users", "wheel")
@@ -247,13 +254,34 @@ def render_config(v: dict[str, Any]) -> str:
         jupyterhub_admin_users=set(v["jupyterhub_admin_users"]),
         jupyterhub_allowed_users=set(v["jupyterhub_allowed_users"]),
     )
+    size = len(v["jupyterhub_extra_config"].encode("utf-8", "surrogatepass"))
+    if size > MAX_EXTRA_CONFIG:
+        raise ConfigError(f"jupyterhub_extra_config: {size} bytes, more than "
+                          f"{MAX_EXTRA_CONFIG}: put a longer config in a module of its own "
+                          "and import it")
     text = render("jupyterhub/jupyterhub_config.py.j2", ctx)
     try:
         compile(text, config_path(v), "exec")
-    except SyntaxError as exc:
+    except SyntaxError as exc:  # NUL bytes too, on Python 3.12+
         raise ConfigError(f"jupyterhub_extra_config: the rendered jupyterhub_config.py does not "
-                          f"compile: {exc.msg} (line {exc.lineno})") from exc
+                          f"compile: {exc.msg} ({_extra_line(text, exc.lineno)})") from None
+    except ValueError as exc:  # NUL bytes before Python 3.12
+        raise ConfigError(f"jupyterhub_extra_config: the rendered jupyterhub_config.py does not "
+                          f"compile: {exc}") from None
+    except (MemoryError, RecursionError):
+        raise ConfigError("jupyterhub_extra_config: the rendered jupyterhub_config.py does not "
+                          "compile: an expression nested or chained too deeply for Python's "
+                          "compiler") from None
     return text
+
+
+def _extra_line(text: str, lineno: int | None) -> str:
+    """'line N of jupyterhub_extra_config' where the error is in it, else the config's line."""
+    mark = text.find(EXTRA_MARK.decode())
+    start = text.count("\n", 0, mark) + 1 if mark >= 0 else None
+    if lineno and start and lineno > start:
+        return f"line {lineno - start} of jupyterhub_extra_config"
+    return f"line {lineno} of jupyterhub_config.py"
 
 
 EXTRA_MARK = b"# --- jupyterhub_extra_config"
@@ -290,24 +318,23 @@ def facts(v: dict[str, Any]) -> FactRequest:
     req.merge(envs.facts_for(v["jupyterhub_venv"], hub_env(v)))
     req.files.add(db_path(v))
     for u in active_users(v):
-        req.files.update(f"~{u['name']}/{rel}" for rel in _notebook_parts(v))
+        req.files.update(f"~{u['name']}/{rel}" for rel in _notebook_parts(v, u["name"]))
     return req
 
 
-def _notebook_parts(v: dict[str, Any]) -> list[str]:
-    """'~/work/notebooks' -> ['work', 'work/notebooks']: each directory below the home,
-    made (and checked: a symlink there is refused) one at a time, as the user."""
-    nb = v["jupyterhub_notebook_dir"]
-    if not nb or not nb.startswith("~/"):
-        return []
-    parts = [p for p in nb[2:].split("/") if p]
+def _notebook_parts(v: dict[str, Any], user: str) -> list[str]:
+    """'~/work/{username}' -> ['work', 'work/alice']: each directory below the home,
+    made (and checked: a symlink there is refused) one at a time, as the user. An
+    absolute notebook_dir is not made: it is the sysadmin's (JupyterHub makes none)."""
+    rel = notebook_rel(v["jupyterhub_notebook_dir"], user)
+    parts = rel.split("/") if rel else []
     return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
 def _notebook_dirs(v: dict[str, Any], facts: Facts) -> list[Action]:
     out = []
     for u in active_users(v):
-        for rel in _notebook_parts(v):
+        for rel in _notebook_parts(v, u["name"]):
             path = f"{home_of(facts, u['name'])}/{rel}"
             out.append(plan_directory(facts, path, mode="0750", owner=u["name"],
                                       group=u["name"], run_as=u["name"]))

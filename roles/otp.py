@@ -6,7 +6,9 @@ password, and the hub authenticates through a PAM service of its own
 ``pam_google_authenticator``. Each user's secret (``otp_secret`` in the inventory, made by
 ``invoke add-user NAME --otp``) is installed root-only in ``jupyterhub_otp_dir``, the same
 on every host. Without ``jupyterhub_otp_nullok`` a user without a secret cannot log in to
-the hub. Turning OTP off again makes the hub use the plain ``login`` service.
+the hub. Turning OTP off again makes the hub use the plain ``login`` service and removes
+the PAM file this role wrote (never one without its header: the sysadmin's); the secrets
+stay, so turning it on again enrols nobody anew.
 """
 
 from __future__ import annotations
@@ -63,7 +65,13 @@ PACKAGE = "libpam-google-authenticator"
 OPTIONS = ['" RATE_LIMIT 3 30', '" WINDOW_SIZE 3', '" DISALLOW_REUSE', '" TOTP_AUTH']
 
 
-def enabled(v: dict[str, Any]) -> bool:
+# The first line of the PAM file this role writes (templates/otp/jupyterhub.pam.j2): a
+# file without it is the sysadmin's, and OTP turned off leaves it alone.
+MANAGED_HEADER = b"# Managed by jhprovision (role otp)"
+
+
+# No enabled(): with OTP off the role still runs, to take its PAM service away.
+def otp_on(v: dict[str, Any]) -> bool:
     return bool(v["jupyterhub_request_otp"])
 
 
@@ -82,10 +90,15 @@ def _stamp(secret: str) -> str:
 
 
 def hub(v: dict[str, Any]) -> HubContribution:
+    """The hub's PAM service with OTP on; without, PAMAuthenticator's default (login)."""
+    if not otp_on(v):
+        return HubContribution()
     return HubContribution(config=[("PAMAuthenticator.service", SERVICE)])
 
 
 def facts(v: dict[str, Any]) -> FactRequest:
+    if not otp_on(v):
+        return FactRequest(content={PAM_FILE})
     req = FactRequest(dpkg={PACKAGE}, content={PAM_FILE}, files={v["jupyterhub_otp_dir"]})
     for u in users(v):
         req.secret.add(secret_file(v, u["name"]))
@@ -93,7 +106,20 @@ def facts(v: dict[str, Any]) -> FactRequest:
     return req
 
 
+def plan_pam_gone(facts: Facts) -> Action:
+    """Ensure the PAM service this role wrote is gone once OTP is off, e.g. ``rm -f --
+    /etc/pam.d/jupyterhub``; a file that does not start with ``MANAGED_HEADER`` (or is
+    not a regular file) is the sysadmin's and stays. The package and the secrets stay too:
+    turning OTP on again must not ask everyone to enrol again."""
+    f = facts.file(PAM_FILE)
+    if f.type == "file" and (f.content or b"").startswith(MANAGED_HEADER):
+        return plan_absent(facts, PAM_FILE)
+    return Action(f"absent {PAM_FILE}" if not f.exists else f"{PAM_FILE} (not ours: kept)")
+
+
 def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
+    if not otp_on(v):
+        return [plan_pam_gone(facts)]
     actions = [
         plan_apt(facts, {PACKAGE: None}),
         plan_file(facts, PAM_FILE, render("otp/jupyterhub.pam.j2",

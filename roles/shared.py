@@ -3,9 +3,12 @@
 ``jupyterhub_shared_dir`` (e.g. ``/srv/data``) is owned by root and the wheel group, mode
 2775: every user can read it, wheel members (teachers, assistants) write to it, and the
 setgid bit keeps what they add in the wheel group. Each present user gets a symlink
-``shared`` (``jupyterhub_shared_link``) to it in their notebook root (their home, or the
-``~/...`` of ``jupyterhub_notebook_dir``), made as that user: root never writes in a home.
+``shared`` (``jupyterhub_shared_link``) to it in their notebook root (their home, the
+``~/...`` of ``jupyterhub_notebook_dir``, or its absolute path when that has
+``{username}`` in it and exists), made as that user: root never writes in a home.
 A user who puts something else at that name keeps it; the link is not forced on them.
+A notebook root every user shares (absolute, no ``{username}``) gets no link: each user's
+is in their home.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import re
 from typing import Any
 
 from provision.facts import FactRequest, Facts
+from provision.stack import notebook_rel, notebook_root
 from provision.steps import Action, Command, as_user, plan_directory
 from provision.variables import Var
 
@@ -48,17 +52,32 @@ def check(v: dict[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
-def _link_rel(v: dict[str, Any]) -> str:
+def _own_root(v: dict[str, Any], user: str) -> str | None:
+    """The user's notebook root when it is absolute and theirs alone ('/srv/nb/{username}'
+    -> '/srv/nb/alice'); None when it is in the home (or one root for everyone)."""
     nb = v.get("jupyterhub_notebook_dir")
-    root = nb[2:].rstrip("/") + "/" if nb and nb.startswith("~/") else ""
-    return root + v["jupyterhub_shared_link"]
+    if notebook_rel(nb, user) is not None or "{username}" not in nb:
+        return None
+    return notebook_root(nb, user, "")
+
+
+def _link_in_home(v: dict[str, Any], user: str) -> str:
+    """The link's path below the home, for a root in the home (or shared by everyone)."""
+    rel = notebook_rel(v.get("jupyterhub_notebook_dir"), user) or ""
+    return f"{rel}/{v['jupyterhub_shared_link']}" if rel else v["jupyterhub_shared_link"]
 
 
 def facts(v: dict[str, Any]) -> FactRequest:
     if not enabled(v):
         return FactRequest()
-    return FactRequest(files={v["jupyterhub_shared_dir"],
-                              *(f"~{u['name']}/{_link_rel(v)}" for u in active_users(v))})
+    req = FactRequest(files={v["jupyterhub_shared_dir"]})
+    for u in active_users(v):
+        root = _own_root(v, u["name"])
+        if root:
+            req.files |= {root, f"{root}/{v['jupyterhub_shared_link']}"}
+        else:
+            req.files.add(f"~{u['name']}/{_link_in_home(v, u['name'])}")
+    return req
 
 
 def plan_link(facts: Facts, user: str, link: str, target: str) -> Action:
@@ -80,8 +99,16 @@ def plan_link(facts: Facts, user: str, link: str, target: str) -> Action:
 def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
     path = v["jupyterhub_shared_dir"]
     actions = [plan_directory(facts, path, mode="2775", owner="root", group=v["wheel_group"])]
-    # After the jupyterhub role, which makes each notebook root (as the user).
+    # After the jupyterhub role, which makes each notebook root in a home (as the user).
     for u in active_users(v):
-        link = f"{home_of(facts, u['name'])}/{_link_rel(v)}"
+        root = _own_root(v, u["name"])
+        if root is None:
+            link = f"{home_of(facts, u['name'])}/{_link_in_home(v, u['name'])}"
+        elif facts.file(root).type != "dir":  # the sysadmin's to make: JupyterHub makes none
+            actions.append(Action(f"link {root}/{v['jupyterhub_shared_link']}",
+                                  note=f"not made: {root} does not exist yet"))
+            continue
+        else:
+            link = f"{root}/{v['jupyterhub_shared_link']}"
         actions.append(plan_link(facts, u["name"], link, path))
     return actions

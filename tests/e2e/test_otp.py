@@ -114,3 +114,35 @@ def test_second_run_changes_nothing_and_the_secret_never_shows(otp_lab):
                     "--password-file", str(tmp / "pw"), "--otp-secret-file",
                     str(tmp / "olivia.otp"))
     assert verify.returncode == 0, verify.stdout[-3000:]
+
+
+def test_otp_turned_off_takes_its_pam_service_away_and_on_again_keeps_the_secret(
+        otp_lab, lab_hosts):
+    import hashlib
+
+    inv, secret, tmp, _ = otp_lab
+    off = ("--var", "jupyterhub_request_otp=false")
+    first_line = "head -n 1 /var/lib/jupyterhub-otp/olivia | tr -d '\\n' | sha256sum"
+    want = hashlib.sha256(secret.encode()).hexdigest()
+    assert sh("lab1", first_line).split()[0] == want
+    provision_json(inv, "lab1", tmp, *off)
+    assert sh("lab1", "test -e /etc/pam.d/jupyterhub || echo gone").strip() == "gone"
+    config = sh("lab1", "cat /etc/jupyterhub/jupyterhub_config.py")
+    assert "PAMAuthenticator.service" not in config and "request_otp" not in config
+    hub(lab_hosts, "lab1").login("olivia", PW)  # the password alone, through 'login'
+    _, report = provision_json(inv, "lab1", tmp, *off)
+    assert report["hosts"]["lab1"]["changed"] == 0, [
+        s["name"] for s in report["hosts"]["lab1"]["steps"] if s["status"] != "ok"]
+    # a PAM file of the sysadmin's own (no header of ours) is never removed
+    sh("lab1", "printf '# mine\\n@include common-auth\\n' > /etc/pam.d/jupyterhub")
+    _, report = provision_json(inv, "lab1", tmp, *off)
+    assert report["hosts"]["lab1"]["changed"] == 0
+    assert sh("lab1", "cat /etc/pam.d/jupyterhub").startswith("# mine")
+    sh("lab1", "rm -f /etc/pam.d/jupyterhub")
+    # on again: the same secret, nobody enrols anew; the code is asked for again
+    assert sh("lab1", first_line).split()[0] == want
+    provision_json(inv, "lab1", tmp)
+    assert sh("lab1", first_line).split()[0] == want
+    next_window()
+    assert refused(hub(lab_hosts, "lab1"), PW, "")
+    hub(lab_hosts, "lab1").login("olivia", PW, code(secret))

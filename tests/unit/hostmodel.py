@@ -535,6 +535,13 @@ class Shell:
         self.st.files[argv[-1]] = {"type": "link", "mode": "0777", "owner": owner,
                                    "group": group, "target": argv[-2]}
 
+    def _cp(self, argv, stdin, as_user):  # the hub's config kept before a new one
+        src, dst = argv[-2], argv[-1]
+        if self.st.files.get(src, {}).get("type") != "file":
+            return 1, "", f"cp: cannot stat '{src}': No such file or directory"
+        self.st.files[dst] = copy.deepcopy(self.st.files[src])
+        return None
+
     def _rm(self, argv, stdin, as_user):
         path = argv[-1]
         self.st.files.pop(path, None)

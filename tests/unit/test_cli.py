@@ -12,7 +12,7 @@ import pytest
 from provision.config import REPO
 
 TASKS = ["provision", "add-user", "remove-user", "verify", "docs", "lab.up", "lab.down",
-         "lab.status", "lab.ssh"]
+         "lab.status", "lab.ssh", "artifacts"]
 
 
 def invoke(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
@@ -171,6 +171,19 @@ def test_duplicate_keys_in_users_yml_are_reported_without_the_values(tmp_path):
     proc = invoke("add-user", "carol", "--inventory", str(tmp_path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "key 'users' is given twice" in proc.stderr and "ZZZZ" not in proc.stderr
+
+
+def test_a_shadow_file_as_group_vars_is_exit_2_without_echoing_it(tmp_path):
+    hashed = "$6$rounds=5000$salt$" + "Z" * 86
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    lab1:\n")
+    shadow = tmp_path / "shadow"
+    shadow.write_text(f"root:{hashed}:20000:0:99999:7:::\n")
+    (tmp_path / "group_vars" / "all.yml").symlink_to(shadow)
+    proc = invoke("provision", "--check", "--inventory", str(tmp_path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "group_vars/all.yml: line 1: a key that looks like a password hash" in proc.stderr
+    assert "ZZZZ" not in proc.stderr + proc.stdout
 
 
 @pytest.mark.parametrize("path", ["/dev/zero", "/dev/null"])

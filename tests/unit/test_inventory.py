@@ -242,10 +242,99 @@ def test_a_shadow_like_file_given_as_inventory_is_not_echoed(tmp_path):
     assert "QQQQ" not in str(err.value) and "rounds" not in str(err.value)
 
 
+HASHED = "$6$rounds=5000$salt$" + "Q" * 86
+SHADOW = (f"root:{HASHED}:20000:0:99999:7:::\n"
+          "daemon:*:19000:0:99999:7:::\n"
+          f"alice:!{HASHED}:20000:0:99999:7:::\n")
+
+
+def test_a_shadow_like_file_as_group_vars_is_refused_without_echoing_it(tmp_path):
+    # Each line of a shadow file ends in ':', so YAML reads the file as a mapping whose
+    # keys are the lines: it was ignored as another playbook's variables.
+    write_tree(tmp_path, {"hosts.yml": "all:\n  hosts:\n    lab1:\n",
+                          "group_vars/all.yml": SHADOW})
+    with pytest.raises(ConfigError) as err:
+        Inventory(tmp_path)
+    text = str(err.value)
+    assert "group_vars/all.yml: line 1: a key that looks like a password hash is not a " \
+           "valid variable name" in text
+    assert "group_vars/all.yml: line 3: a key that looks like a password hash" in text
+    # a key without a hash: only a bounded, escaped prefix of it
+    assert "line 2: the key 'daemon:*:19000:0:999'... is not a valid variable name" in text
+    assert "QQQQ" not in text and "rounds" not in text and "salt" not in text
+
+
+@pytest.mark.parametrize("key", ["$y$j9T$abc", "$2b$10$abc", "x$1$y", "a$5$b", "$gy$x$y"])
+def test_a_key_with_any_password_hash_marker_is_never_echoed(tmp_path, key):
+    write_tree(tmp_path, {"hosts.yml": "all:\n  hosts:\n    lab1:\n",
+                          "host_vars/lab1.yml": f"'{key}': 1\n"})
+    with pytest.raises(ConfigError) as err:
+        Inventory(tmp_path)
+    assert "host_vars/lab1.yml: line 1: a key that looks like a password hash" in str(err.value)
+    assert key not in str(err.value) and "abc" not in str(err.value)
+
+
+def test_a_duplicate_key_that_looks_like_a_hash_is_not_echoed(tmp_path):
+    write_tree(tmp_path, {"hosts.yml": "all:\n  hosts:\n    lab1:\n",
+                          "group_vars/all.yml": f"root:{HASHED}::\nroot:{HASHED}::\n"})
+    with pytest.raises(ConfigError) as err:
+        Inventory(tmp_path)
+    assert "line 2: a key that looks like a password hash is given twice (first on line 1)" \
+        in str(err.value)
+    assert "QQQQ" not in str(err.value)
+
+
+@pytest.mark.parametrize("files, expect", [
+    ({"hosts.yml": "all:\n  hosts:\n    lab1:\n      bad-key: 1\n"},
+     "hosts.yml: line 4: all.hosts.lab1: the key 'bad-key' is not a valid variable name"),
+    ({"hosts.yml": "all:\n  hosts:\n    lab1:\n  vars:\n    \"9x\": 2\n"},
+     "hosts.yml: line 5: all.vars: the key '9x' is not a valid variable name"),
+    ({"hosts.yml": "all:\n  children:\n    g:\n      hosts:\n        lab1:\n      vars:\n"
+                   "        1: x\n"},
+     "hosts.yml: line 7: all.children.g.vars: the key 1 is not a valid variable name"),
+    ({"hosts.yml": "all:\n  hosts:\n    lab1:\n      class: 1\n"},
+     "the key 'class' is not a valid variable name (a Python keyword)"),
+    ({"hosts.yml": "all:\n  hosts:\n    lab1:\n      caf\u00e9: 1\n"},
+     "the key 'caf\u00e9' is not a valid variable name"),
+    ({"hosts.yml": "all:\n  hosts:\n    lab1:\n", "host_vars/lab1.yml": "a b: 1\n"},
+     "host_vars/lab1.yml: line 1: the key 'a b' is not a valid variable name"),
+    ({"hosts.yml": "all:\n  hosts:\n    lab1:\n",
+      "group_vars/all.yml": '"\\x1b[31mred\\u202e": 1\n'},
+     "group_vars/all.yml: line 1: the key '\\x1b[31mred\\u202e' is not a valid variable"),
+    ({"hosts.yml": "all:\n  hosts:\n    lab1:\n", "group_vars/all.yml": "x" * 50 + "-: 1\n"},
+     f"line 1: the key '{'x' * 20}'... is not a valid variable name"),
+    ({"hosts": "[lab]\nlab1 ok=1 bad.k=2\n"},
+     "hosts:2: all.children.lab.hosts.lab1: the key 'bad.k' is not a valid variable name"),
+    ({"hosts": "[lab]\nlab1\n\n[lab:vars]\nx-y=3\n"},
+     "hosts:5: all.children.lab.vars: the key 'x-y' is not a valid variable name"),
+])
+def test_a_variable_name_that_is_not_an_identifier_is_refused(tmp_path, files, expect):
+    write_tree(tmp_path, files)
+    with pytest.raises(ConfigError) as err:
+        Inventory(tmp_path)
+    assert expect in problems_of(err)
+
+
+def test_a_bad_name_in_a_range_of_hosts_is_reported_once(tmp_path):
+    write_tree(tmp_path, {"hosts.yml": "all:\n  hosts:\n    lab[1:50]:\n      a-b: 1\n"})
+    with pytest.raises(ConfigError) as err:
+        Inventory(tmp_path)
+    assert len(err.value.problems) == 1
+
+
+def test_many_bad_names_in_one_file_are_summarised(tmp_path):
+    write_tree(tmp_path, {"hosts.yml": "all:\n  hosts:\n    lab1:\n",
+                          "group_vars/all.yml": "".join(f"k-{i}: 1\n" for i in range(40))})
+    with pytest.raises(ConfigError) as err:
+        Inventory(tmp_path)
+    assert len(err.value.problems) == 6
+    assert "35 more keys that are not valid variable names" in err.value.problems[-1]
+
+
 @pytest.mark.parametrize("content, message", [
     (b"jupyterhub_port: \xff\xfe\n", "is not UTF-8 text"),
     (b"x: " + b"[" * 20000 + b"]" * 20000 + b"\n", "nested too deeply"),
-    (b"users:\n  - name: a\nusers:\n  - name: b\n", "line 3: key 'users' is given twice "
+    (b"users:\n  - name: a\nusers:\n  - name: b\n", "line 3: the key 'users' is given twice "
                                                    "(first on line 1)"),
     (b"a: &a [x, x, x, x, x, x, x, x, x]\n" + b"".join(
         b"b%d: &b%d [" % (i, i) + b", ".join([b"*" + (b"a" if i == 1 else b"b%d" % (i - 1))] * 9)
@@ -383,6 +472,21 @@ def test_cli_vars_are_yaml_values():
         "jupyterhub_port": 9000, "wheel_sudo": False, "x": "", "y": "a=b"}
     with pytest.raises(ConfigError, match="expected name=value"):
         parse_cli_vars(["novalue"])
+
+
+@pytest.mark.parametrize("item, expect", [
+    ("a-b=1", "command line: --var: the key 'a-b' is not a valid variable name"),
+    (f"x{HASHED}=1", "command line: --var: a key that looks like a password hash"),
+    (" =1", "expected name=value"),
+])
+def test_a_cli_var_name_that_is_not_an_identifier_is_refused(item, expect):
+    with pytest.raises(ConfigError) as err:
+        parse_cli_vars([item])
+    assert expect in str(err.value) and "QQQQ" not in str(err.value)
+
+
+def test_a_deeply_nested_cli_value_is_not_a_crash():
+    assert isinstance(parse_cli_vars(["x=" + "[" * 100000])["x"], str)
 
 
 PROBLEMS: dict[str, tuple[dict[str, str], list[str]]] = {

@@ -106,7 +106,8 @@ def test_converged_host_needs_no_change(variant, name):
 
 
 # Roles off by default, with what turns them on.
-TURNED_ON = {"shared": {"jupyterhub_shared_dir": "/srv/data"}}
+TURNED_ON = {"shared": {"jupyterhub_shared_dir": "/srv/data"},
+             "otp": {"jupyterhub_request_otp": True}}
 
 
 @pytest.mark.parametrize("name", ROLE_NAMES)
@@ -438,6 +439,48 @@ def test_a_notebook_dir_of_several_parts_is_made_part_by_part_as_the_user():
     assert not changes(plan_role("jupyterhub", v, converged(v)))
 
 
+@pytest.mark.parametrize("nb, made", [
+    ("~/{username}", ["directory /home/alice/alice", "directory /home/bob/bob"]),
+    ("~/work/{username}/nb", ["directory /home/alice/work", "directory /home/alice/work/alice",
+                              "directory /home/alice/work/alice/nb", "directory /home/bob/work",
+                              "directory /home/bob/work/bob", "directory /home/bob/work/bob/nb"]),
+    ("~{username}/nb", ["directory /home/alice/nb", "directory /home/bob/nb"]),
+    ("~", []), ("~/", []), ("~{username}", []),
+    ("/srv/nb/{username}", []),  # absolute: the sysadmin's to make, as JupyterHub makes none
+])
+def test_a_notebook_dir_is_made_per_user_with_the_username_filled_in(nb, made):
+    v = inventory_vars(jupyterhub_notebook_dir=nb)
+    actions = [a for a in plan_role("jupyterhub", v, fresh()) if a.name.startswith(
+        ("directory /home/", "directory /srv/nb"))]
+    assert names(actions) == made
+    assert all(op.argv[:3] == ["runuser", "-u", a.name.split("/")[2]]
+               for a in actions for op in a.ops)
+    assert not [f for f in request_for(v).files if "{username}" in f]
+    config = jupyterhub.render_config(v)
+    assert f"c.Spawner.notebook_dir = {nb!r}" in config  # the hub fills it in itself
+    assert not changes(plan_role("jupyterhub", v, converged(v)))
+
+
+@pytest.mark.parametrize("nb, why", [
+    ("~bob/nb", "'~name' is another user's home"),
+    ("~root", "'~name' is another user's home"),
+    ("notebooks", "is a relative path"),
+    ("./nb", "is a relative path"),
+    ("{username}", "is a relative path"),
+    ("~/{foo}", "the placeholder '{foo}' is not one JupyterHub fills in here"),
+    ("/srv/nb/{user_id}", "the placeholder '{user_id}' is not one"),
+    ("~/{username", "a lone '{' or '}'"),
+    ("~/work/../../etc", "must not contain '..'"),
+    ("/srv/nb/{username}/..", "must not contain '..'"),
+    ("~/a b", "must not contain spaces"),
+    ("~/$HOME", "must not contain '$'"),
+])
+def test_a_notebook_dir_jupyterhub_cannot_honour_is_refused(nb, why):
+    with pytest.raises(AssertionError) as err:
+        inventory_vars(jupyterhub_notebook_dir=nb)
+    assert "jupyterhub_notebook_dir" in str(err.value) and why in str(err.value)
+
+
 def test_a_link_planted_on_the_way_to_the_notebook_dir_is_refused():
     v = inventory_vars(jupyterhub_notebook_dir="~/work/notebooks")
     host = converged(v)
@@ -535,6 +578,61 @@ def test_a_malformed_otp_secret_is_refused_without_showing_it(bad):
         inventory_vars(users=[{"name": "alice", "otp_secret": bad}])
     assert "users[0].otp_secret: must be a base32 secret" in str(err.value)
     assert str(bad) not in str(err.value).split("otp_secret:")[1]
+
+
+PAM = "/etc/pam.d/jupyterhub"
+
+
+def test_otp_turned_off_removes_only_our_pam_file_and_keeps_the_secrets():
+    host = converged(otp_vars())
+    secrets = {p: dict(f) for p, f in host.files.items()
+               if p.startswith("/var/lib/jupyterhub-otp/")}
+    assert secrets and host.files[PAM]["content"].startswith(b"# Managed by jhprovision")
+    off = otp_vars(jupyterhub_request_otp=False)
+    actions = [a for a in plan_role("otp", off, host) if a.changed]
+    assert [(a.name, argvs(a)) for a in actions] == [
+        (f"absent {PAM}", [["rm", "-f", "--", PAM]])]
+    after = converged(off, start=host)
+    assert PAM not in after.files
+    assert b"PAMAuthenticator.service" not in \
+        after.files["/etc/jupyterhub/jupyterhub_config.py"]["content"]
+    assert {p: f for p, f in after.files.items()
+            if p.startswith("/var/lib/jupyterhub-otp/")} == secrets
+    for name in ROLE_NAMES:  # converged: a second run changes nothing
+        if role_enabled(role(name), off):
+            assert not changes(plan_role(name, off, after)), name
+
+
+def test_otp_turned_off_leaves_the_hub_on_the_login_service():
+    on = jupyterhub.render_config(otp_vars())
+    off = jupyterhub.render_config(otp_vars(jupyterhub_request_otp=False))
+    assert "c.PAMAuthenticator.service = 'jupyterhub'" in on
+    assert "PAMAuthenticator.service" not in off and "request_otp" not in off
+
+
+@pytest.mark.parametrize("content", [
+    "auth required pam_unix.so\n",  # the sysadmin's own service
+    "# pam service for the hub\n# Managed by jhprovision (role otp)\n",  # header not first
+])
+def test_otp_off_never_removes_a_pam_file_the_sysadmin_wrote(content):
+    host = converged(inventory_vars())
+    host.add_file(PAM, content)
+    actions = plan_role("otp", inventory_vars(), host)
+    assert not changes(actions) and names(actions) == [f"{PAM} (not ours: kept)"]
+
+
+def test_otp_off_never_follows_a_link_named_like_the_pam_file():
+    host = converged(inventory_vars())
+    host.files[PAM] = {"type": "link", "target": "/etc/pam.d/login", "mode": "0777",
+                       "owner": "root", "group": "root"}
+    assert not changes(plan_role("otp", inventory_vars(), host))
+
+
+def test_otp_on_again_after_off_keeps_every_secret():
+    on = otp_vars()
+    host = converged(otp_vars(jupyterhub_request_otp=False), start=converged(on))
+    actions = plan_role("otp", on, host)
+    assert [a.name for a in actions if a.changed] == ["file /etc/pam.d/jupyterhub"]
 
 
 def test_a_secret_pam_wrote_back_0400_is_not_drift_but_0644_is():

@@ -130,6 +130,36 @@ def test_shared_dir_and_links_made_as_each_user():
     assert not changes(plan_role("shared", v, converged(v)))
 
 
+@pytest.mark.parametrize("nb, links", [
+    ("~/{username}", ["/home/alice/alice/shared", "/home/bob/bob/shared"]),
+    ("~/work/{username}", ["/home/alice/work/alice/shared", "/home/bob/work/bob/shared"]),
+    ("~", ["/home/alice/shared", "/home/bob/shared"]),
+    ("/srv/nb", ["/home/alice/shared", "/home/bob/shared"]),  # one root for all: the home
+])
+def test_the_shared_link_is_in_each_users_own_notebook_root(nb, links):
+    v = inventory_vars(jupyterhub_shared_dir="/srv/data", jupyterhub_notebook_dir=nb)
+    actions = plan_role("shared", v, converged(inventory_vars(jupyterhub_notebook_dir=nb)))
+    assert names(actions)[1:] == [f"link {p}" for p in links]
+    assert [argvs(a)[0][-1] for a in actions[1:]] == links
+    assert not changes(plan_role("shared", v, converged(v)))
+
+
+def test_the_shared_link_in_an_absolute_per_user_root_waits_for_that_root():
+    v = inventory_vars(jupyterhub_shared_dir="/srv/data",
+                       jupyterhub_notebook_dir="/srv/nb/{username}")
+    host = converged(inventory_vars())
+    host.add_dir("/srv/nb")
+    host.add_dir("/srv/nb/alice", mode="0750", owner="alice", group="alice")
+    actions = plan_role("shared", v, host)
+    alice = by_name(actions, "link /srv/nb/alice/shared")
+    assert argvs(alice) == [["runuser", "-u", "alice", "--", "ln", "-sfn", "--", "/srv/data",
+                             "/srv/nb/alice/shared"]]
+    bob = by_name(actions, "link /srv/nb/bob/shared")  # no /srv/nb/bob yet: nothing run
+    assert not bob.ops and "/srv/nb/bob does not exist" in bob.note
+    host.add_dir("/srv/nb/bob", mode="0750", owner="bob", group="bob")
+    assert not changes(plan_role("shared", v, converged(v, start=host)))
+
+
 def test_a_users_own_file_at_the_link_name_is_left_alone_and_a_stale_link_is_fixed():
     v = inventory_vars(**SHARED)
     host = converged(v)

@@ -184,6 +184,44 @@ def test_extra_config_that_does_not_compile_is_refused_before_connecting():
                                   "jupyterhub_config.py does not compile: '[' was never closed")
 
 
+@pytest.mark.parametrize("extra, message", [
+    ("x = " + "-" * 200000 + "1", "more than 65536"),  # MemoryError out of compile()
+    ("x = " + "-" * 60000 + "1", "nested or chained too deeply"),
+    ("x = " + "(" * 60000, "too many nested parentheses"),
+    ("x = 1 " + "+ 1 " * 15000, "nested or chained too deeply"),  # RecursionError
+    ("x = 1\0\n", "compile"),  # NUL: SyntaxError (3.12+) or ValueError
+    ("a = 1\nb = (\n", "line 2 of jupyterhub_extra_config"),
+    ("#" * (64 * 1024 + 1), "65537 bytes, more than 65536"),
+    ("# " + "\u00e9" * 40000, "80002 bytes, more than 65536"),  # bytes, not characters
+])
+def test_extra_config_that_cannot_compile_is_the_keys_error_not_a_crash(extra, message):
+    import time
+
+    v = inventory_vars()
+    v["jupyterhub_extra_config"] = extra
+    start = time.monotonic()
+    problems = validate_host(Host("lab1", vars=v), VARIABLES, ROLES)
+    assert time.monotonic() - start < 5
+    assert len(problems) == 1 and message in problems[0], problems
+    assert problems[0].startswith("(default): jupyterhub_extra_config: ")
+
+
+def test_what_compile_raises_past_the_size_bound_is_still_the_keys_error(monkeypatch):
+    # The bound keeps the 200,000 minus signs out; without it, compile() raises MemoryError.
+    monkeypatch.setattr(jupyterhub, "MAX_EXTRA_CONFIG", 1 << 20)
+    v = inventory_vars()
+    v["jupyterhub_extra_config"] = "x = " + "-" * 200000 + "1"
+    with pytest.raises(ConfigError, match="nested or chained too deeply"):
+        jupyterhub.render_config(v)
+
+
+def test_extra_config_up_to_the_bound_is_accepted():
+    extra = "# " + "x" * (jupyterhub.MAX_EXTRA_CONFIG - 3) + "\n"
+    assert len(extra.encode()) == jupyterhub.MAX_EXTRA_CONFIG
+    v = inventory_vars(jupyterhub_extra_config=extra)
+    assert validate_host(Host("lab1", vars=v), VARIABLES, ROLES) == []
+
+
 # ------------------------------------------------------------------------------ units
 HUB_HARDENING = ["ProtectKernelTunables=yes", "ProtectKernelModules=yes",
                  "ProtectKernelLogs=yes", "ProtectControlGroups=yes", "ProtectClock=yes",
