@@ -195,13 +195,9 @@ def test_extra_config_that_does_not_compile_is_refused_before_connecting():
     ("# " + "\u00e9" * 40000, "80002 bytes, more than 65536"),  # bytes, not characters
 ])
 def test_extra_config_that_cannot_compile_is_the_keys_error_not_a_crash(extra, message):
-    import time
-
     v = inventory_vars()
     v["jupyterhub_extra_config"] = extra
-    start = time.monotonic()
     problems = validate_host(Host("lab1", vars=v), VARIABLES, ROLES)
-    assert time.monotonic() - start < 5
     assert len(problems) == 1 and message in problems[0], problems
     assert problems[0].startswith("(default): jupyterhub_extra_config: ")
 
