@@ -21,7 +21,7 @@ import hashlib
 import json
 from typing import Any
 
-from provision import envs, pins
+from provision import envs, installer, pins
 from provision.errors import ConfigError, ProvisionError
 from provision.facts import FactRequest, Facts
 from provision.render import render
@@ -133,6 +133,9 @@ VARIABLES = [
         "(c.Authenticator.otp_prompt), e.g. 'Google Authenticator:'."),
     Var("jupyterhub_extra_config", "", "str", "Python appended verbatim to "
         "jupyterhub_config.py (checked to compile and load before it is installed)."),
+    # The engine's, read by every role that installs Python packages; declared here, the
+    # first role to need it, until the engine's list takes it (provision/config.py).
+    installer.VARIABLE,
 ]
 
 AFTER = ("users", "wheel")
@@ -288,6 +291,7 @@ def facts(v: dict[str, Any]) -> FactRequest:
         units={UNIT},
     )
     req.merge(envs.facts_for(v["jupyterhub_venv"], hub_env(v)))
+    req.merge(installer.facts(v))
     req.files.add(db_path(v))
     for u in active_users(v):
         req.files.update(f"~{u['name']}/{rel}" for rel in _notebook_parts(v))
@@ -345,9 +349,11 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
               "{}")
     actions = [
         plan_apt(facts, {"python3-venv": None}),
+        *installer.plan_tool(v, facts),
         *envs.plan_env(facts, venv, requirements(v), constraints=pins.for_vars(v),
                        name="jupyterhub packages", handler=UPGRADE_HANDLER,
-                       notify=(HANDLER,), switch_note=_upgrade_steps(v, facts)),
+                       notify=(HANDLER,), switch_note=_upgrade_steps(v, facts),
+                       installer=installer.kind(v)),
         plan_directory(facts, v["jupyterhub_config_dir"], mode="0755"),
         plan_directory(facts, v["jupyterhub_state_dir"], mode="0700"),
         plan_secret(facts, secret_path(v), notify=(HANDLER,)),
