@@ -6,7 +6,7 @@ same pin set (``-c`` the file kept in the venv, ``provision.steps.plan_pip``), a
 leave pip in every virtualenv they make (users run it in their terminals; a host can go
 back to ``pip`` with nothing to repair). What differs is only the argv built here:
 
-- ``pip``: ``python3 -m venv`` (ensurepip: ~5 s on a 2-core host), ``VENV/bin/pip
+- ``pip``: ``python3 -m venv`` (ensurepip: 3-5 s on a 2-core host), ``VENV/bin/pip
   install``, one package at a time, no parallel downloads.
 - ``uv``: uv (pinned, ``UV_VERSION``) in its own root-owned virtualenv ``UV_HOME``,
   installed there by pip (so ``provision_artifacts: push`` pushes its wheel like any
@@ -15,7 +15,7 @@ back to ``pip`` with nothing to repair). What differs is only the argv built her
   resolution, files copied from its cache (``UV_CACHE``, root's only, 0700) and compiled
   to bytecode as pip does, so users' servers never compile the venv at each start.
   Measured on Debian 12 (docs/performance.md): the hub's and the users' sets from a cold
-  cache in 20 s, against 90+ s for pip.
+  cache in 27 s against pip's 106 s (medians), in under half pip's CPU.
 
 The venvs are made by root and run by every user, so uv reads nothing a user could
 write: no ``uv.toml`` or ``pyproject.toml`` anywhere (``UV_NO_CONFIG``), never a Python
@@ -47,7 +47,7 @@ VARIABLE = Var(
     "provision_python_installer", "uv", "str", "What installs the hosts' Python packages "
     "(the hub's, the users' and Node.js's virtualenvs), under the same pin set either way: "
     f"`uv` ({UV_VERSION}, pinned, in its own root-owned virtualenv {UV_HOME}, its cache in "
-    f"{UV_CACHE}: a fresh host's packages in a fifth of pip's time, docs/performance.md) "
+    f"{UV_CACHE}: a fresh host's packages in a quarter of pip's time, docs/performance.md) "
     "or `pip` (each virtualenv's own; for a host whose package index is set in pip.conf, "
     "which uv does not read).", choices=INSTALLERS)
 
