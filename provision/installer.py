@@ -20,7 +20,7 @@ back to ``pip`` with nothing to repair). What differs is only the argv built her
 The venvs are made by root and run by every user, so uv reads nothing a user could
 write: no ``uv.toml`` or ``pyproject.toml`` anywhere (``UV_NO_CONFIG``), never a Python
 of its own (``UV_PYTHON_DOWNLOADS=never``: the interpreter is always the host's
-``python3``, named by path), its cache in root's directory. ``UV_NATIVE_TLS`` makes it
+``python3``, named by path), its cache in root's directory. ``UV_SYSTEM_CERTS`` makes it
 trust the host's CA store, as pip does (a site's proxy CA added with
 update-ca-certificates), instead of the roots built into uv. uv reads no ``pip.conf``:
 a host whose PyPI mirror is set there keeps ``provision_python_installer: pip``.
@@ -54,7 +54,7 @@ VARIABLE = Var(
 # uv's environment on the host: nothing read from a file a user could write, the host's
 # own python3 and CA store, no progress bars in a non-terminal.
 UV_ENV = ["env", "UV_NO_CONFIG=1", "UV_PYTHON_DOWNLOADS=never", f"UV_CACHE_DIR={UV_CACHE}",
-          "UV_NATIVE_TLS=1", "UV_NO_PROGRESS=1"]
+          "UV_SYSTEM_CERTS=1", "UV_NO_PROGRESS=1"]
 
 
 def kind(v: dict[str, Any]) -> str:
