@@ -22,7 +22,9 @@ workstation: with the lab hosts on this machine, the wall time cannot go below t
 divided by its cores.
 
 With --fresh it also boots 4 more hosts and compares a fresh install of the full stack on
-2 of them with the bare install commands typed by hand on the other 2 (both in parallel).
+2 of them with the bare install commands typed by hand on the other 2 (both in parallel),
+both with the same Python installer (--installer uv, the default, or pip), and prints our
+run's slowest steps.
 
 Each no-op is paired with the floor (bench/floor.py: this Python, Fabric, one connection and
 one command per host, nothing else), run in turn; the ratio printed is the median of the
@@ -122,14 +124,25 @@ def measure(label: str, args: list[str], repeat: int, tmp: Path,
     return row
 
 
-BARE = ("set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null; "
-        "apt-get install -y -q nodejs npm python3-venv >/dev/null; "
-        "python3 -m venv /opt/bare; /opt/bare/bin/pip install -q jupyterhub jupyterlab notebook; "
-        "npm install -g --no-fund --no-audit configurable-http-proxy >/dev/null 2>&1")
+# The bare install commands a sysadmin would type, with the installer our run uses
+# (provision_python_installer), each with its own defaults: pip into a venv of its own;
+# or uv as its docs say to get it from PyPI (pip install uv), then uv venv and uv pip.
+_APT = ("set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null; "
+        "apt-get install -y -q nodejs npm python3-venv >/dev/null; ")
+_NPM = "; npm install -g --no-fund --no-audit configurable-http-proxy >/dev/null 2>&1"
+BARE = {
+    "pip": _APT + "python3 -m venv /opt/bare; "
+                  "/opt/bare/bin/pip install -q jupyterhub jupyterlab notebook" + _NPM,
+    "uv": _APT + "python3 -m venv /opt/uv; /opt/uv/bin/pip install -q uv; "
+                 "/opt/uv/bin/uv venv -q --python /usr/bin/python3 /opt/bare; "
+                 "/opt/uv/bin/uv pip install -q --python /opt/bare/bin/python "
+                 "jupyterhub jupyterlab notebook" + _NPM,
+}
 
 
-def fresh(first: int, tmp: Path, inv: str) -> list[dict]:
-    """A fresh install by us vs the bare commands by hand, 2 new hosts each, in parallel."""
+def fresh(first: int, tmp: Path, inv: str, installer: str = "uv") -> list[dict]:
+    """A fresh install by us vs the bare commands by hand, 2 new hosts each, in parallel,
+    both with ``installer``."""
     from concurrent.futures import ThreadPoolExecutor
 
     ours = [f"lab{first}", f"lab{first + 1}"]
@@ -139,22 +152,37 @@ def fresh(first: int, tmp: Path, inv: str) -> list[dict]:
     try:
         start = time.perf_counter()
         with ThreadPoolExecutor(2) as pool:
-            results = list(pool.map(lambda h: lab.run_ssh(h, BARE, timeout=1800), bare))
+            results = list(pool.map(lambda h: lab.run_ssh(h, BARE[installer], timeout=1800),
+                                    bare))
         by_hand = time.perf_counter() - start
         if any(r.returncode for r in results):
             sys.exit(f"bench: the bare install failed: {results[0].stderr[-2000:]}")
-        wall, _ = run(["provision", "--hosts", ",".join(ours), "--inventory", inv],
-                      tmp / "fresh.json")
+        wall, data = run(["provision", "--hosts", ",".join(ours), "--inventory", inv,
+                          "--var", f"provision_python_installer={installer}"],
+                         tmp / "fresh.json")
     finally:
         lab.down(ours + bare)
-    rows = [{"scenario": "fresh install, 2 hosts, bare commands by hand",
+    rows = [{"scenario": f"fresh install, 2 hosts, bare commands by hand ({installer})",
              "best_s": round(by_hand, 1)},
-            {"scenario": "fresh install, 2 hosts, invoke provision", "best_s": round(wall, 1),
-             "ratio_to_bare": round(wall / by_hand, 2)}]
+            {"scenario": f"fresh install, 2 hosts, invoke provision ({installer})",
+             "best_s": round(wall, 1), "ratio_to_bare": round(wall / by_hand, 2),
+             "slowest_steps": _slowest(data)}]
     for row in rows:
         extra = f"  ({row['ratio_to_bare']}x the bare commands)" if "ratio_to_bare" in row else ""
-        print(f"{row['scenario']:<50} {row['best_s']:6.1f}s{extra}", flush=True)
+        print(f"{row['scenario']:<56} {row['best_s']:6.1f}s{extra}", flush=True)
+    for step, seconds in rows[1]["slowest_steps"].items():
+        print(f"    {step:<52} {seconds:6.1f}s (slowest host)", flush=True)
     return rows
+
+
+def _slowest(report: dict, n: int = 6) -> dict[str, float]:
+    """The run's longest steps: 'role: step' -> seconds, on the host where it took longest."""
+    out: dict[str, float] = {}
+    for host in report["hosts"].values():
+        for s in host["steps"]:
+            key = f"{s['role']}: {s['name']}"
+            out[key] = max(out.get(key, 0.0), round(s.get("duration") or 0.0, 1))
+    return dict(sorted(out.items(), key=lambda kv: -kv[1])[:n])
 
 
 # A crypt hash for the bench's users (of a password nobody uses: the bench never logs in).
@@ -303,6 +331,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--max-hosts", type=int, default=10)
     ap.add_argument("--fresh", action="store_true", help="also time a fresh install")
+    ap.add_argument("--installer", choices=("uv", "pip"), default="uv", help="with --fresh: "
+                    "provision_python_installer of our run and the installer of the bare "
+                    "commands")
     ap.add_argument("--many-users", action="store_true",
                     help="also time a fresh users+wheel converge of 300 users against "
                     "the bare loop of the same commands")
@@ -353,7 +384,7 @@ def main() -> None:
               f"{row['median_s']:6.3f}s", flush=True)
         rows.append(row)
         if opts.fresh:
-            rows += fresh(opts.max_hosts + 1, tmp, inv)
+            rows += fresh(opts.max_hosts + 1, tmp, inv, opts.installer)
         if opts.many_users:
             rows += [many_users(opts.max_hosts + 1, tmp, inv, passwords=p)
                      for p in (False, True)]

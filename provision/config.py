@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from . import artifact_cache
+from . import artifact_cache, installer
 from .errors import ConfigError
 from .inventory import Host, Inventory
 from .role import load_roles
@@ -54,6 +54,7 @@ ENGINE_VARIABLES = [
     Var("provision_artifacts_cache_days", artifact_cache.DEFAULT_DAYS, "timeout", "Files of "
         "provision_artifacts_cache that no run has used for this many days go after a run "
         "that pushed."),
+    installer.VARIABLE,
     Var("provision_connect_timeout", 10, "timeout", "Seconds to wait for an SSH connection."),
     Var("lab_ports", None, "dict", "Written by `invoke lab.up`: 127.0.0.1 ports forwarded "
         "to this lab host (ssh, hub, http, https).", nullable=True),

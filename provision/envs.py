@@ -131,9 +131,10 @@ printf '%s\\n' "${target##*/}" > "$target/$mark"
 
 
 # A new environment's scripts name its own python (pip writes the interpreter it runs
-# with): point them at the stable path instead ($2/bin/...), so what runs from them, a
-# user's kernel included, knows the environment as $2 and never as a KEY that a later
-# switch removes. In-place installs (pip run through $2) write the stable path already.
+# with, uv the one --python names): point them at the stable path instead ($2/bin/...),
+# so what runs from them, a user's kernel included, knows the environment as $2 and never
+# as a KEY that a later switch removes. In-place installs (through $2/bin) write the
+# stable path already.
 RELINK = r"""import os, sys
 target, link = sys.argv[1:3]
 old, new = ("#!%s/bin/" % target).encode(), ("#!%s/bin/" % link).encode()
@@ -207,19 +208,20 @@ def changes(old: VenvFact, pins: dict[str, str], requirements: Sequence[str]) ->
 
 def plan_env(facts: Facts, link: str, requirements: Sequence[str], *, constraints: str | None,
              name: str, handler: str, notify: Sequence[str] = (),
-             switch_note: Sequence[str] = ()) -> list[Action]:
+             switch_note: Sequence[str] = (), installer: str = "pip") -> list[Action]:
     """The actions that give ``link`` the environment ``requirements`` + ``constraints``
     want. In place when its pin set is the one in use, and on a host with nothing there
     yet: those notify ``notify``. Else a new environment beside the one in use, and a
     switch the handler ``handler`` makes (``switch_note``: what else it does then, for
-    the diff); those notify ``handler``."""
+    the diff); those notify ``handler``. ``installer``: what makes and fills the
+    environments (``provision.installer``)."""
     from .pins import effective, parse
 
     target = env_path(link, constraints, requirements)
     st = state(facts, link, target)
     if not st.switching:
         return [plan_pip(facts, link, requirements, notify=notify, name=name,
-                         constraints=constraints)]
+                         constraints=constraints, installer=installer)]
     key = target.rsplit("/", 1)[1]
     if st.legacy and constraints and not facts.venv(target).exists and \
             facts.venv(link).constraints == effective(constraints, requirements):
@@ -228,13 +230,13 @@ def plan_env(facts: Facts, link: str, requirements: Sequence[str], *, constraint
             diff=f"~ {link} -> {target} (the directory in use, moved there: it holds this "
                  "pin set)")
         return [adopt, plan_pip(facts, link, requirements, notify=notify, name=name,
-                                constraints=constraints)]
+                                constraints=constraints, installer=installer)]
     wake = tuple(notify) if st.fresh else (handler,)
     actions = []
     if not st.ready:
         build = plan_pip(facts, target, requirements, notify=wake, constraints=constraints,
                          name=name if st.fresh else f"{name}: new environment {key}",
-                         have=VenvFact(False, {}, None))
+                         have=VenvFact(False, {}, None), installer=installer)
         if st.partial:
             build.ops.insert(0, Command(["rm", "-rf", "--", target]))
         build.ops.append(Command(["python3", "-c", RELINK, target, link],

@@ -14,6 +14,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from . import installer as inst
 from .facts import Facts, FileFact, VenvFact
 from .pins import effective, parse
 from .requirements import req_name_version, same_version
@@ -475,7 +476,7 @@ def pip_constraints_path(venv: str) -> str:
 def plan_pip(facts: Facts, venv: str, requirements: Sequence[str], *,
              python: str = "/usr/bin/python3", notify: Sequence[str] = (),
              name: str | None = None, constraints: str | None = None,
-             have: VenvFact | None = None) -> Action:
+             have: VenvFact | None = None, installer: str = "pip") -> Action:
     """Ensure a virtualenv at ``venv`` with ``requirements`` ('name' or 'name==version').
 
     Installed versions are read from dist-info folders; a pin that differs is a change.
@@ -484,7 +485,8 @@ def plan_pip(facts: Facts, venv: str, requirements: Sequence[str], *,
     package whose version is not the pin set's is a change too, dependencies included.
 
     ``have`` replaces what the facts say is there (``provision.envs`` builds a new
-    environment from nothing).
+    environment from nothing). ``installer`` (``uv`` or ``pip``) makes the venv and
+    installs into it: its argv comes from ``provision.installer``.
 
     Example: ``plan_pip(facts, "/opt/jupyterhub", ["jupyterhub==6.1.1"])``
     """
@@ -495,16 +497,15 @@ def plan_pip(facts: Facts, venv: str, requirements: Sequence[str], *,
     pins = parse(constraints) if constraints else {}
     lines: list[str] = []
     if not v.exists:
-        act.ops.append(Command([python, "-m", "venv", "--", venv], timeout=300))
+        act.ops.append(Command(inst.create_argv(installer, python, venv), timeout=300))
         lines.append(f"+ virtualenv {venv}")
-    elif "pip" not in v.dists:
+    elif "pip" not in v.dists and (repair := inst.repair_pip_argv(installer, venv)):
         # A virtualenv without pip: `python3 -m venv` was cut short, or failed half way
         # (no ensurepip before python3-venv was installed). Its pip is put back.
-        act.ops.append(Command([f"{venv}/bin/python", "-m", "ensurepip", "--default-pip"],
-                               timeout=300))
+        act.ops.append(Command(repair, timeout=300))
         lines.append(f"~ virtualenv {venv}: pip was missing")
     want: list[str] = []
-    for req in requirements:
+    for req in [*requirements, *inst.seed(installer)]:
         dist, version = req_name_version(req)
         have = v.dists.get(dist) if v.exists else None
         version = version or pins.get(dist)
@@ -520,13 +521,12 @@ def plan_pip(facts: Facts, venv: str, requirements: Sequence[str], *,
         if pin and dist not in named and not same_version(have, pin):
             want.append(f"{dist}=={pin}")
             lines.append(f"~ {dist} {have} -> {pin} (pin set)")
-    pip = [f"{venv}/bin/pip", "install", "--no-input", "--quiet", "--disable-pip-version-check"]
     if constraints:
         path = pip_constraints_path(venv)
         if v.constraints != constraints:
             act.ops.append(Upload(path, constraints.encode(), "0644"))
             lines.append(f"~ {path}: the pin set")
-        pip += ["-c", path]
+    pip = inst.install_argv(installer, venv, pip_constraints_path(venv) if constraints else None)
     if want:
         act.ops.append(Command([*pip, "--", *want], timeout=1800,
                                fetch=Fetch("pip", tuple(want), constraints, python)))

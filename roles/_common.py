@@ -18,7 +18,9 @@ from provision.stack import (  # noqa: F401 - the roles' shared names, re-export
     managed_names,
     users,
 )
-from provision.steps import UserSpec
+from provision import installer
+from provision.facts import FactRequest, Facts
+from provision.steps import Action, UserSpec, plan_directory, plan_pip
 
 
 def home_of(facts: Any, name: str) -> str:
@@ -187,3 +189,25 @@ def service_log(run: Any, unit: str, since: int | None, *, exclude_comm: tuple[s
     if first is not None and first < start:  # the first error is older than the tail
         shown[:0] = [">> " + messages[first][0], "   ..."]
     return "\n".join(shown), (messages[first][0].strip() if first is not None else "")
+
+
+def installer_facts(v: dict[str, Any]) -> FactRequest:
+    """What ``plan_installer`` reads."""
+    if installer.kind(v) != "uv":
+        return FactRequest()
+    return FactRequest(venvs={installer.UV_HOME}, files={installer.UV_CACHE})
+
+
+def plan_installer(v: dict[str, Any], facts: Facts) -> list[Action]:
+    """Ensure the hosts' Python installer itself: with ``uv``, uv at ``UV_VERSION`` in
+    ``UV_HOME`` (a virtualenv of its own, by pip: a uv of another version is put back) and
+    its cache directory root's only. Every role that installs Python packages plans this
+    first (the second one finds it there: nothing to do).
+
+    Example: ``[*plan_installer(v, facts), plan_pip(facts, venv, reqs, installer=...)]``
+    """
+    if installer.kind(v) != "uv":
+        return []
+    return [plan_pip(facts, installer.UV_HOME, [f"uv=={installer.UV_VERSION}"],
+                     installer="pip", name=f"uv {installer.UV_VERSION} (the Python installer)"),
+            plan_directory(facts, installer.UV_CACHE, mode="0700")]

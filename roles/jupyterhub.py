@@ -21,7 +21,7 @@ import hashlib
 import json
 from typing import Any
 
-from provision import envs, pins
+from provision import envs, installer, pins
 from provision.errors import ConfigError, ProvisionError
 from provision.facts import FactRequest, Facts
 from provision.hostrun import HostRun
@@ -53,7 +53,8 @@ from provision.steps import (
 )
 from provision.variables import Var
 
-from ._common import Health, active_users, check_health, home_of, hub_urls, service_log
+from ._common import (Health, active_users, check_health, home_of, hub_urls, installer_facts,
+                      plan_installer, service_log)
 
 NAME = "jupyterhub"
 # jupyterhub_extra_config's bound: a config, not a program (and compile() of a huge or
@@ -316,6 +317,7 @@ def facts(v: dict[str, Any]) -> FactRequest:
         units={UNIT},
     )
     req.merge(envs.facts_for(v["jupyterhub_venv"], hub_env(v)))
+    req.merge(installer_facts(v))
     req.files.add(db_path(v))
     for u in active_users(v):
         req.files.update(f"~{u['name']}/{rel}" for rel in _notebook_parts(v, u["name"]))
@@ -372,9 +374,11 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
               "{}")
     actions = [
         plan_apt(facts, {"python3-venv": None}),
+        *plan_installer(v, facts),
         *envs.plan_env(facts, venv, requirements(v), constraints=pins.for_vars(v),
                        name="jupyterhub packages", handler=UPGRADE_HANDLER,
-                       notify=(HANDLER,), switch_note=_upgrade_steps(v, facts)),
+                       notify=(HANDLER,), switch_note=_upgrade_steps(v, facts),
+                       installer=installer.kind(v)),
         plan_directory(facts, v["jupyterhub_config_dir"], mode="0755"),
         plan_directory(facts, v["jupyterhub_state_dir"], mode="0700"),
         plan_secret(facts, secret_path(v), notify=(HANDLER,)),

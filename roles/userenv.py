@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from provision import envs, pins
+from provision import envs, installer, pins
 from provision.errors import ProvisionError
 from provision.facts import FactRequest, Facts
 from provision.hostrun import HostRun
@@ -31,7 +31,7 @@ from provision.role import Handler, HubContribution
 from provision.steps import Action, plan_apt
 from provision.variables import Var
 
-from ._common import HUB_API_PRELUDE, hub_api_argv
+from ._common import HUB_API_PRELUDE, hub_api_argv, installer_facts, plan_installer
 
 NAME = "userenv"
 SUMMARY = ("the users' virtualenv (`jupyterhub_user_venv`): jupyterhub-singleuser, "
@@ -83,7 +83,7 @@ def user_env(v: dict[str, Any]) -> str:
 
 def facts(v: dict[str, Any]) -> FactRequest:
     return FactRequest(dpkg={"python3-venv", *v["jupyterhub_user_apt_packages"]}).merge(
-        envs.facts_for(v["jupyterhub_user_venv"], user_env(v)))
+        envs.facts_for(v["jupyterhub_user_venv"], user_env(v))).merge(installer_facts(v))
 
 
 def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
@@ -92,12 +92,14 @@ def plan(v: dict[str, Any], facts: Facts) -> list[Action]:
         act = plan_apt(facts, dict.fromkeys(v["jupyterhub_user_apt_packages"]))
         act.name = "users' apt packages"
         actions.append(act)
+    actions += plan_installer(v, facts)
     # In place, no notify: servers import from it as it grows; nothing needs a restart.
     actions += envs.plan_env(
         facts, v["jupyterhub_user_venv"], requirements(v), constraints=pins.for_vars(v),
         name="users' packages", handler=HANDLER,
         switch_note=["+ running users' servers stopped before the switch and started "
-                     "again after it (kernels restart; files are kept)"])
+                     "again after it (kernels restart; files are kept)"],
+        installer=installer.kind(v))
     return actions
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from provision import installer
 from provision.hubclient import HubClient
 
 from e2e_support import OFFLINE_HOST, invoke, make_inventory, provision_json, sh
@@ -61,7 +62,12 @@ def test_a_fresh_install_from_pushed_artifacts_gives_a_working_hub(converged, of
     assert any(c.startswith("push pip ") and "jupyterhub==6.1.1" in c for c in pushes)
     assert any(c.startswith("push npm ") for c in pushes)
     assert not any("apt-get update" in c for c in commands)
-    assert all("--no-index" in c for c in commands if "/bin/pip install" in c)
+    # uv too: installed from its pushed wheel by pip, then installing from the wheels
+    assert any(c.startswith("push pip ") and f"uv=={installer.UV_VERSION}" in c
+               for c in pushes)
+    installs = [c for c in commands if "pip install" in c]
+    assert any(f"{installer.UV} pip install" in c for c in installs)
+    assert all("--no-index" in c for c in installs)
     # what the hub and the users run came from the workstation's cache, hash for hash
     wheel = sh(OFFLINE_HOST, "ls /var/cache/jhprovision/wheels | grep '^jupyterhub-6.1.1-'")
     local = cache / "wheels" / wheel.strip()

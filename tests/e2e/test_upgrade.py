@@ -120,7 +120,9 @@ def test_ctrl_c_while_the_new_environment_installs_leaves_the_old_hub_serving(ct
     proc = start_invoke("provision", "--hosts", HOST, "--inventory", str(ctx["inv"]),
                         "--json", str(report))
     deadline = time.monotonic() + 300
-    while not sh(HOST, "pgrep -f '[.]envs/.*/bin/pip install' || true").strip():
+    # pip run from the new environment, or uv given its python (provision.installer)
+    busy = "pgrep -f '[.]envs/.*/bin/pip install|[p]ip install --python [^ ]*[.]envs/' || true"
+    while not sh(HOST, busy).strip():
         assert time.monotonic() < deadline, "the new environment's pip install never ran"
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)

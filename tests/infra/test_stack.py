@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from provision.hubclient import HubClient, pinned_context, trusted_context
-from provision import envs, pins
+from provision import envs, installer, pins
 from provision.facts import normalize_dist
 from provision.requirements import req_name_version, same_version
 from provision.steps import pip_constraints_path
@@ -92,6 +92,20 @@ def _check_pin_set(host, hv, venv: str, requirements: list[str]) -> None:
     wrong = {n: (have, pinned[n]) for n, have in _all_versions(host, venv).items()
              if n in pinned and not same_version(have, pinned[n])}
     assert not wrong, f"{venv}: not the pin set's versions (found, pinned): {wrong}"
+
+
+@pytest.mark.only_if(lambda hv: installer.kind(hv) == "uv")
+def test_python_installer(host, hv):
+    """uv at its pinned version in its own venv, its cache root's only (the venvs it fills
+    are root's and run by every user)."""
+    found = _versions(host, installer.UV_HOME, ["uv"])["uv"]
+    assert found == installer.UV_VERSION, (f"{installer.UV_HOME}: uv {found}, expected "
+                                           f"{installer.UV_VERSION}")
+    out = host.run(f"{installer.UV} --version")
+    assert out.rc == 0 and installer.UV_VERSION in out.stdout, out.stderr
+    cache = host.file(installer.UV_CACHE)
+    assert cache.is_directory and cache.user == "root" and cache.mode == 0o700, (
+        f"{installer.UV_CACHE} is not root's alone (0700)")
 
 
 @pytest.mark.parametrize("which", ["hub", "users"])

@@ -306,8 +306,10 @@ class Shell:
             as_user, argv = argv[2], argv[4:]
         if argv == COLLECTOR_ARGV:
             return 0, self.st.collect(request_from_program(stdin or b"")), ""
-        if argv[:1] == ["env"]:
-            argv = [a for a in argv[1:] if "=" not in a or a.startswith("-")]
+        if argv[:1] == ["env"]:  # env NAME=VALUE... COMMAND ARGS (whose own '=' stay)
+            argv = argv[1:]
+            while argv and "=" in argv[0] and not argv[0].startswith("-"):
+                argv = argv[1:]
         handler = getattr(self, "_" + argv[0].rsplit("/", 1)[-1].replace("-", "_"), None)
         if handler is None:
             raise UnmodelledCommand(f"the host model does not run {argv[:4]}")
@@ -430,6 +432,18 @@ class Shell:
 
     def _pip(self, argv, stdin, as_user):
         venv = self.st.real(argv[0].rsplit("/bin/", 1)[0])
+        self._add_dists(venv, argv)
+
+    def _uv(self, argv, stdin, as_user):  # provision.installer's argv, the installer uv
+        if argv[1] == "venv":
+            self.st.venvs[argv[-1]] = []  # uv venv: no pip (the first install adds it)
+        elif argv[1:3] == ["pip", "install"]:
+            python = argv[argv.index("--python") + 1]
+            self._add_dists(self.st.real(python.rsplit("/bin/", 1)[0]), argv)
+        else:
+            raise UnmodelledCommand(f"the host model does not run uv {argv[1:3]}")
+
+    def _add_dists(self, venv, argv):
         dists = self.st.venvs[venv]
         for req in argv[argv.index("--") + 1:]:
             name, _, version = req.partition("==")

