@@ -67,6 +67,15 @@ def _link_in_home(v: dict[str, Any], user: str) -> str:
     return f"{rel}/{v['jupyterhub_shared_link']}" if rel else v["jupyterhub_shared_link"]
 
 
+def link_path(v: dict[str, Any], user: str, home: str) -> str:
+    """Where ``user``'s link to the shared directory is: in their own absolute notebook
+    root, else below their home ``home`` (``invoke verify`` checks it there)."""
+    root = _own_root(v, user)
+    if root is not None:
+        return f"{root}/{v['jupyterhub_shared_link']}"
+    return f"{home}/{_link_in_home(v, user)}"
+
+
 def facts(v: dict[str, Any]) -> FactRequest:
     if not enabled(v):
         return FactRequest()

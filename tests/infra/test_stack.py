@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -169,7 +170,9 @@ def test_shared_dir(host, hv):
         f"{f.mode:04o}")
     for u in active_users(hv):
         home = host.user(u["name"]).home
-        link = host.file(f"{home}/{shared._link_rel(hv)}")
+        link = host.file(shared.link_path(hv, u["name"], home))
+        if not host.file(os.path.dirname(link.path)).is_directory:
+            continue  # an absolute notebook root the sysadmin has not made yet (a note)
         if link.exists and not link.is_symlink:
             continue  # the user's own file at that name: left alone, on purpose
         assert link.is_symlink and link.linked_to == path, (
