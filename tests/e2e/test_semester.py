@@ -144,7 +144,8 @@ def test_users_packages_arrive_without_restarting_anything(semester, culling):
     kernel = sam.start_kernel("sam")
     assert "tabulate" in sam.execute("sam", kernel, "import tabulate; tabulate.__name__")
     where = sam.execute("sam", kernel, "import sys; sys.executable")
-    assert where == "'/opt/jupyterhub-user/bin/python3'"
+    # the users' venv's interpreter (uv's scripts name it python, pip's python3)
+    assert where in ("'/opt/jupyterhub-user/bin/python'", "'/opt/jupyterhub-user/bin/python3'")
     hub_pid, sam_pid = main_pid(HOST, HUB), main_pid(HOST, unit("sam"))
     write_vars(semester, jupyterhub_user_packages=["tabulate", "termcolor==2.5.0"])
     proc, report = provision_json(semester["inv"], HOST, semester["reports"], "--diff")
