@@ -22,7 +22,7 @@ from provision import remote
 from provision.facts import FactRequest, Facts
 from provision.render import render
 from provision.role import Handler
-from provision.runner import HostRun
+from provision.runner import PENDING_DIR, HostRun
 from provision.stack import HUB_UNIT, PROXY_UNIT, PROXY_HANDLER, HUB_HANDLER
 from provision.steps import (
     Action,
@@ -220,7 +220,7 @@ def program_config(v: dict[str, Any]) -> dict[str, Any]:
         "hub_config_dir": v["jupyterhub_config_dir"],
         "hub_units": [HUB_UNIT, PROXY_UNIT],
         "homes": ["/home"],
-        "pending_dir": "/var/lib/jhprovision/pending",
+        "pending_dir": PENDING_DIR,  # the runner runs what is marked there
         "pending": pending,
     }
 
