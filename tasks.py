@@ -288,7 +288,82 @@ def docs(c):
         print(f"wrote {path}")
 
 
-ns = Collection(provision, add_user, remove_user, verify, docs, constraints, artifacts)
+def _backup_results(results: dict, describe, json_path: str | None) -> None:
+    """One line per host (ok or failed), the JSON report, exit 1 if any host failed."""
+    from provision.files import write_private
+
+    for name, result in results.items():
+        lines = describe(result, name)
+        for i, line in enumerate([lines] if isinstance(lines, str) else lines):
+            print(f"{name if i == 0 else '':<8}  {line}")
+    if json_path:
+        import json as _json
+
+        write_private(json_path, _json.dumps(results, indent=2) + "\n", what="--json")
+    failed = [n for n, r in results.items() if not r.get("ok")]
+    if failed:
+        raise Exit(f"failed on: {', '.join(failed)}", code=1)
+
+
+HELP_BACKUP = {k: HELP_COMMON[k] for k in ("hosts", "limit", "inventory", "json")}
+
+
+@task(help={**HELP_BACKUP,
+            "adopt": "A host new to a repository that has snapshots (a rebuilt host not "
+                     "restored): back up its files as they are from now on."})
+def backup(c, hosts="all", inventory=None, json=None, limit=None, adopt=False):
+    """Run a backup now on the hosts (the one their timer runs): prints what was saved.
+
+    Ctrl-C stops it on the hosts too: no snapshot is made and the repository stays valid.
+    Example: invoke backup --hosts lab1
+    """
+    from provision import backups
+
+    def go():
+        try:
+            return backups.backup(_hosts(hosts, limit), inventory=inventory, adopt=adopt)
+        except KeyboardInterrupt:
+            raise Exit("interrupted: the backup was stopped on the hosts (no snapshot made; "
+                       "the repository stays valid)", code=130) from None
+
+    _backup_results(_guard(go), lambda r, n: backups.describe_backup(r), json)
+
+
+@task(help=HELP_BACKUP)
+def backups(c, hosts="all", inventory=None, json=None, limit=None):
+    """List the snapshots in each host's backup repository.
+
+    Example: invoke backups --hosts lab1
+    """
+    from provision import backups as lib
+
+    _backup_results(_guard(lambda: lib.snapshots(_hosts(hosts, limit), inventory=inventory)),
+                    lambda r, n: lib.describe_snapshots(r), json)
+
+
+@task(help={**{k: h for k, h in HELP_BACKUP.items() if k != "limit"},
+            "hosts": "The host(s) to restore onto (names, groups; no default).",
+            "snapshot": "The snapshot to restore (an ID from `invoke backups`; default: the "
+                        "latest).",
+            "paths": "Only these paths of it, comma-separated (e.g. /home/alice)."})
+def restore(c, hosts, inventory=None, snapshot="latest", paths=None, json=None):
+    """Restore a backup onto a host. The hub, the proxy and the users' servers are stopped
+    while their files come back; the next provision starts them with the restored state.
+
+    On a fresh host: invoke provision, then invoke restore, then invoke provision again
+    (the accounts exist before their files come back; the hub starts with its database).
+    Example: invoke restore --hosts lab1 --paths /home/alice
+    """
+    from provision import backups as lib
+
+    chosen = [p.strip() for p in (paths or "").split(",") if p.strip()] or None
+    _backup_results(_guard(lambda: lib.restore(hosts, inventory=inventory, snapshot=snapshot,
+                                               paths=chosen)),
+                    lib.describe_restore, json)
+
+
+ns = Collection(provision, add_user, remove_user, verify, docs, constraints, artifacts, backup,
+                backups, restore)
 
 try:
     from provision.lab.tasks import ns as lab_ns

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import runner
+from . import peers, runner
 from .config import REPO, RunConfig, find_inventory, load_run
 from .display import Display
 from .errors import ConfigError
@@ -60,8 +60,10 @@ def provision(hosts: str = "all", *, inventory: str | None = None, check: bool =
     mode = "check mode: nothing will be changed" if check else "applying"
     display.line(f"{command}: {len(cfg.hosts)} host(s) ({', '.join(h.name for h in cfg.hosts)})"
                  f", {mode}")
+    shared = peers.exchange(cfg, check=check, display=display, forks=forks)
     report = runner.run(cfg.hosts, cfg.roles, check=check, forks=forks, display=display,
                         command=command)
+    peers.record(report, shared)
     display.recap(report)
     if not check:
         from .artifact_cache import after_run

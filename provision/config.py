@@ -61,7 +61,7 @@ ENGINE_VARIABLES = [
 ]
 
 # Names the engine sets itself, or that Ansible inventories commonly carry for other tools.
-RESERVED = {"inventory_hostname"}
+RESERVED = {"inventory_hostname", "provision_peers"}
 
 # A variable is ours when it is ``users`` or starts with one of these prefixes (a role may add
 # its own with ``PREFIXES``); any other name belongs to another playbook and is ignored.

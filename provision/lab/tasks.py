@@ -16,7 +16,7 @@ from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
 from provision import lab
-from provision.lab import config
+from provision.lab import config, render
 
 
 def _log_to_stderr() -> None:
@@ -79,24 +79,47 @@ def up(c: Context, count: str | None = None, suite: str = config.SUITE,
     )
 
 
-@task
-def down(c: Context) -> None:
-    """Stop and delete every lab host; no process, mount or namespace is left behind.
+def host_names(value: str | None, known: list[str]) -> list[str] | None:
+    """`--hosts lab1,lab3` as names (None: every host); refuses a name that is not a lab
+    host's, or one the lab does not have (nothing is taken down then)."""
+    if value is None:
+        return None
+    names = list(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    if not names:
+        raise Exit("error: --hosts is empty: name lab hosts (lab1,lab2)", code=2)
+    try:
+        names = [render.host_name(render.host_index(n)) for n in names]
+    except lab.LabError as err:
+        raise Exit(f"error: --hosts: {err}", code=2) from None
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise Exit(f"error: --hosts: the lab has no {', '.join(unknown)} (it has: "
+                   f"{', '.join(known) or 'none'}); nothing was taken down", code=2)
+    return names
 
-    Removes inventory/lab.yml and .lab/known_hosts; keeps the lab's key and the cached
-    base image. Needs root.
 
-    Example: invoke lab.down
+@task(help={"hosts": "only these hosts, comma-separated (lab1,lab3); the others keep "
+                     "running (default: every host)"})
+def down(c: Context, hosts: str | None = None) -> None:
+    """Stop and delete lab hosts (every one, or --hosts); no process, mount or namespace
+    is left behind.
+
+    Rewrites inventory/lab.yml and .lab/known_hosts for the hosts left (removes them when
+    none is); keeps the lab's key and the cached base image. Needs root.
+
+    Example: invoke lab.down; invoke lab.down --hosts lab1 (then lab.up boots a fresh one)
     """
     _log_to_stderr()
     started = time.monotonic()
-    names = [h.name for h in lab.status()]
+    known = [h.name for h in lab.status()]
+    names = host_names(hosts, known)
     try:
-        lab.down()
+        lab.down(names)
     except lab.LabError as err:
         raise Exit(f"lab.down failed: {err}", code=1) from err
+    gone = known if names is None else names
     print(
-        f"lab.down: removed {len(names)} host(s) {' '.join(names)} "
+        f"lab.down: removed {len(gone)} host(s) {' '.join(gone)} "
         f"in {time.monotonic() - started:.1f}s"
     )
 

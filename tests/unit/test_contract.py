@@ -26,8 +26,9 @@ from test_runner import GATHER, Lab
 
 # ---------------------------------------------------------------- the registry, real roles
 def test_order_is_computed_from_the_declarations():
-    assert registry().names == ["users", "otp", "wheel", "nodejs", "proxy", "jupyterhub",
-                                "apache", "culler", "shared", "spawner", "userenv"]
+    assert registry().names == ["users", "backup_server", "otp", "wheel", "nodejs", "proxy",
+                                "jupyterhub", "apache", "backup", "culler", "shared",
+                                "spawner", "userenv"]
     order = registry().names
     for role in registry().roles:
         for dep in (*getattr(role, "AFTER", ()), *getattr(role, "REQUIRES", ())):

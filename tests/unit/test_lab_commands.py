@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from provision.lab import config, host, slirp, ssh
 
 
@@ -53,3 +55,25 @@ def test_ssh_argv_checks_host_keys_strictly() -> None:
 def test_remote_command_quotes_lists() -> None:
     assert ssh.remote_command("echo $HOME") == "echo $HOME"
     assert ssh.remote_command(["echo", "a b", "$HOME"]) == "echo 'a b' '$HOME'"
+
+
+def test_down_hosts_names_the_hosts_to_take_down() -> None:
+    from provision.lab.tasks import host_names
+
+    assert host_names(None, ["lab1", "lab2"]) is None  # every host
+    assert host_names("lab1", ["lab1", "lab2"]) == ["lab1"]
+    assert host_names(" lab2 , lab1,lab2", ["lab1", "lab2"]) == ["lab2", "lab1"]
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("", "empty"), (",", "empty"), ("web1", "not a lab host name"),
+    ("lab0", "not a lab host name"), ("lab100", "from 1 to"), ("lab3", "the lab has no lab3"),
+])
+def test_down_hosts_refuses_before_taking_anything_down(value: str, why: str) -> None:
+    from invoke.exceptions import Exit
+
+    from provision.lab.tasks import host_names
+
+    with pytest.raises(Exit) as exc:
+        host_names(value, ["lab1", "lab2"])
+    assert exc.value.code == 2 and why in str(exc.value.message)

@@ -108,8 +108,18 @@ def test_converged_host_needs_no_change(variant, name):
 
 
 # Roles off by default, with what turns them on.
-TURNED_ON = {"shared": {"jupyterhub_shared_dir": "/srv/data"},
-             "otp": {"jupyterhub_request_otp": True}}
+KEY_LAB2 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxhYjJsYWIybGFiMmxhYjJsYWIybGFiMmxhYjJs root@lab2"
+TURNED_ON = {
+    "shared": {"jupyterhub_shared_dir": "/srv/data"},
+    "otp": {"jupyterhub_request_otp": True},
+    # what the run's exchange (provision.peers) gives them: this host's own share (a
+    # check run on a new host), and a peer lab2 that backs up to lab1
+    "backup": {"backup_repository": "/srv/backup", "provision_peers": {
+        "lab1": {"vars": {}, "shared": {"backup": {"key": None, "password_state": "new"}}}}},
+    "backup_server": {"provision_peers": {"lab2": {
+        "vars": {"inventory_hostname": "lab2", "backup_repository": "sftp:lab1:/srv/b/lab2"},
+        "shared": {"backup": {"key": KEY_LAB2}}}}},
+}
 
 
 @pytest.mark.parametrize("name", ROLE_NAMES)
