@@ -292,6 +292,9 @@ def restore(cfg, snapshot="latest", paths=None):
 
 # -------------------------------------------------------------------------- status
 def check(cfg):
+    # a lock left by a backup that died (its process gone) would fail the check: restic
+    # unlock removes only such stale locks, never a live run's
+    restic(cfg, "unlock", timeout=300)
     rc, out, err = restic(cfg, "check", timeout=3600)
     return {"ok": rc == 0, "output": last_lines(out + err)}
 
