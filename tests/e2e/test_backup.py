@@ -172,7 +172,7 @@ def test_a_backup_cut_by_ctrl_c_fails_and_leaves_the_repository_valid(semester):
         sh("lab9", "rm -f /home/alice/big.bin")
 
 
-def test_lab1_is_lost_and_rebuilt_from_its_backup(semester):
+def test_the_hub_host_is_lost_and_rebuilt_from_its_backup(semester):
     from provision import lab
 
     try:
