@@ -135,7 +135,7 @@ BARE = {
                   "/opt/bare/bin/pip install -q jupyterhub jupyterlab notebook" + _NPM,
     "uv": _APT + "python3 -m venv /opt/uv; /opt/uv/bin/pip install -q uv; "
                  "/opt/uv/bin/uv venv -q --python /usr/bin/python3 /opt/bare; "
-                 "/opt/uv/bin/uv pip install -q --python /opt/bare/bin/python "
+                 "/opt/uv/bin/uv pip install -q --system-certs --python /opt/bare/bin/python "
                  "jupyterhub jupyterlab notebook" + _NPM,
 }
 
