@@ -345,7 +345,8 @@ def backups(c, hosts="all", inventory=None, json=None, limit=None):
             "hosts": "The host(s) to restore onto (names, groups; no default).",
             "snapshot": "The snapshot to restore (an ID from `invoke backups`; default: the "
                         "latest).",
-            "paths": "Only these paths of it, comma-separated (e.g. /home/alice)."})
+            "paths": "Only these paths of it, comma-separated (e.g. /home/alice: a whole "
+                     "home; a path inside a home is refused)."})
 def restore(c, hosts, inventory=None, snapshot="latest", paths=None, json=None):
     """Restore a backup onto a host. The hub, the proxy and the users' servers are stopped
     while their files come back; the next provision starts them with the restored state.

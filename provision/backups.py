@@ -198,6 +198,8 @@ def describe_restore(result: dict[str, Any], host: str) -> str:
     if not result.get("ok"):
         return f"failed: {result.get('error')}"
     text = f"ok: snapshot {result.get('snapshot')} restored: {' '.join(result['paths'])}"
+    if result.get("aside"):
+        text += f"; what was there is kept in {', '.join(result['aside'])}"
     if result.get("stopped"):
         text += (f"; stopped {', '.join(result['stopped'])}: run `invoke provision --hosts "
                  f"{host}` to start them with the restored state")

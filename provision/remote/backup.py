@@ -242,33 +242,130 @@ def _under(path, roots):
                r.startswith(path.rstrip("/") + "/") for r in roots)
 
 
+STAGE = ".jhprovision-restore"  # below a homes' root: root's, 0700, same file system
+
+
+def _home_parts(want, roots):
+    """Split the paths asked for into those outside the homes (restored in place: trees
+    only root writes), the homes' roots with the homes asked for (None: every home), and
+    the paths inside a home, which are refused: restic would write them as root through
+    directories the user owns (a link planted there would take root's write elsewhere)."""
+    direct, homes, refused = [], {}, []
+    for p in want:
+        p = p.rstrip("/") or "/"
+        root = next((r for r in roots if p == r or p.startswith(r + "/")), None)
+        if root is None:
+            if any(r.startswith(p.rstrip("/") + "/") for r in roots):
+                homes.update({r: None for r in roots if r.startswith(p.rstrip("/") + "/")})
+                direct.append(p)  # '/': what is not a home, in place; the homes staged
+            else:
+                direct.append(p)
+        elif p == root:
+            homes[root] = None
+        elif "/" not in p[len(root) + 1:]:
+            if homes.get(root, ()) is not None:
+                homes.setdefault(root, []).append(p[len(root) + 1:])
+        else:
+            refused.append(p)
+    return direct, homes, refused
+
+
+def _only_skeleton(home, skel="/etc/skel"):
+    """Whether ``home`` holds nothing but what useradd copied from the skeleton (a fresh
+    host's new account): then nothing is lost when the restored home replaces it."""
+    for top, dirs, files in os.walk(home):
+        for name in dirs + files:
+            path = os.path.join(top, name)
+            twin = os.path.join(skel, os.path.relpath(path, home))
+            if not os.path.lexists(twin) or (
+                    os.path.isfile(path) and os.path.getsize(path) != os.path.getsize(twin)):
+                return False
+    return True
+
+
+def _restore_homes(cfg, snapshot, root, names):
+    """The homes below ``root`` (``names``, or all) restored into a staging directory of
+    root's (0700), then each renamed into place: restic never writes through a directory a
+    user owns. A home that was there is put aside (``.NAME.before-restore-TIME``) unless it
+    held only the skeleton."""
+    stage = os.path.join(root, STAGE)
+    if os.path.lexists(stage):
+        shutil.rmtree(stage)
+    os.mkdir(stage, 0o700)
+    try:
+        args = ["restore", snapshot, "--target", stage]
+        for name in names or [""]:
+            args += ["--include", os.path.join(root, name).rstrip("/") or root]
+        rc, out, err = restic(cfg, *args)
+        if rc != 0:
+            return None, "restic restore failed: " + last_lines(err)
+        staged = stage + root
+        aside, moved = [], []
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for name in sorted(os.listdir(staged)) if os.path.isdir(staged) else []:
+            src, dest = os.path.join(staged, name), os.path.join(root, name)
+            if name == STAGE or os.path.islink(src) or not os.path.isdir(src):
+                continue
+            if os.path.lexists(dest):
+                if os.path.isdir(dest) and not os.path.islink(dest) and _only_skeleton(dest):
+                    shutil.rmtree(dest)
+                else:
+                    keep = os.path.join(root, ".%s.before-restore-%s" % (name, stamp))
+                    os.rename(dest, keep)
+                    aside.append(keep)
+            os.rename(src, dest)
+            moved.append(dest)
+        return {"homes": moved, "aside": aside, "output": last_lines(out, 3)}, None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def restore(cfg, snapshot="latest", paths=None):
     """Restore ``paths`` (default: everything backed up) of ``snapshot`` onto this host.
 
     The hub, the proxy and the users' servers are stopped first when their files are
     restored; the hub's database copy is put in place; the restarts are left due for the
-    next ``invoke provision`` (the runner's pending markers), which starts them with it."""
+    next ``invoke provision`` (the runner's pending markers), which starts them with it.
+    Homes are restored whole, through a staging directory (``_restore_homes``)."""
     want = paths or cfg["paths"]
+    direct, homes, refused = _home_parts(want, cfg["homes"])
+    if refused:
+        return {"ok": False, "stopped": [], "error": "a path inside a home cannot be "
+                "restored (%s): restore the whole home (e.g. %s), or have its user copy "
+                "the file from a restored copy" % (", ".join(refused),
+                                                  refused[0].rsplit("/", 1)[0])}
     stop = []
     if _under(cfg["hub_state_dir"], want) or _under(cfg["hub_config_dir"], want):
         stop += cfg["hub_units"]
-    if any(_under(h, want) for h in cfg["homes"]):
+    if homes:
         stop.append("jupyter-*-singleuser.service")
     if stop:
         subprocess.run(["systemctl", "stop", "--", *stop], check=False,
                        capture_output=True, timeout=300)
-    include = list(want)
+    include = [p for p in direct if p not in cfg["homes"]]
     copy = cfg.get("hub_db_copy")
     restores_db = bool(copy) and _under(cfg["hub_state_dir"], want)
     if restores_db:
         include.append(copy)
-    args = ["restore", snapshot, "--target", "/"]
-    for p in include:
-        args += ["--include", p]
-    rc, out, err = restic(cfg, *args)
-    if rc != 0:
-        return {"ok": False, "error": "restic restore failed: " + last_lines(err),
-                "stopped": stop}
+    out = ""
+    if include:
+        args = ["restore", snapshot, "--target", "/"]
+        for p in include:
+            args += ["--include", p]
+        for root in homes:  # '/' asked for: its homes come through the staging directory
+            args += ["--exclude", root]
+        rc, out, err = restic(cfg, *args)
+        if rc != 0:
+            return {"ok": False, "error": "restic restore failed: " + last_lines(err),
+                    "stopped": stop}
+    restored_homes, aside = [], []
+    for root, names in homes.items():
+        done, why = _restore_homes(cfg, snapshot, root, names)
+        if why:
+            return {"ok": False, "error": why, "stopped": stop}
+        restored_homes += done["homes"]
+        aside += done["aside"]
+        out = out or done["output"]
     if restores_db and os.path.exists(copy):
         tmp = cfg["hub_db"] + ".restored"
         shutil.copy2(copy, tmp)
@@ -285,8 +382,9 @@ def restore(cfg, snapshot="latest", paths=None):
             open(os.path.join(cfg["pending_dir"], name.replace(" ", "-")), "w").close()
             pending.append(name)
     write_json(OWN, {"restored": snapshot})
-    return {"ok": True, "snapshot": snapshot, "paths": include, "stopped": stop,
-            "pending": pending, "database": restores_db and os.path.exists(copy),
+    return {"ok": True, "snapshot": snapshot, "paths": include + restored_homes,
+            "aside": aside, "stopped": stop, "pending": pending,
+            "database": restores_db and os.path.exists(copy),
             "output": last_lines(out, 3)}
 
 

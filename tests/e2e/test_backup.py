@@ -212,6 +212,22 @@ def test_alice_finds_her_semester_again(semester):
     assert sh("lab9", f"stat -c %U /home/alice/{NOTEBOOK}").strip() == "alice"
 
 
+def test_a_home_is_restored_whole_and_never_through_a_link_its_user_planted(semester):
+    # alice swaps her notebook for a link to a file only root may write
+    sh("lab9", f"runuser -u alice -- sh -c 'cd && rm {NOTEBOOK} && "
+       f"ln -s /etc/jhprov-planted {NOTEBOOK}'")
+    inside = run(semester, "restore", "--hosts", "lab9", "--paths",
+                 f"/home/alice/{NOTEBOOK}", check=False)
+    assert inside.returncode == 1 and "inside a home" in inside.stdout, inside.stdout
+    restored = run(semester, "restore", "--hosts", "lab9", "--paths", "/home/alice")
+    assert "kept in /home/.alice.before-restore-" in restored.stdout, restored.stdout
+    assert sh("lab9", "test -e /etc/jhprov-planted && echo yes || echo no").strip() == "no"
+    assert sh("lab9", f"stat -c %F:%U /home/alice/{NOTEBOOK}").strip() == "regular file:alice"
+    assert CONTENT in sh("lab9", f"cat /home/alice/{NOTEBOOK}")
+    sh("lab9", "rm -rf /home/.alice.before-restore-*")
+    provision_json(semester["inv"], HOSTS, semester["tmp"])  # the restarts left due
+
+
 def test_a_second_provision_changes_nothing_and_verify_passes(semester):
     proc, report = provision_json(semester["inv"], HOSTS, semester["tmp"])
     semester["outputs"] += [proc.stdout, proc.stderr, json.dumps(report)]

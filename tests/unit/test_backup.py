@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -372,3 +373,48 @@ def test_the_password_is_given_to_restic_as_a_file(program):
     argv = program["restic_argv"](cfg, "--no-lock", "snapshots")
     assert argv == ["restic", "--no-lock", "-o", "sftp.command=ssh -F /etc/x/ssh_config alias "
                     "-s sftp", "snapshots"]
+
+
+def test_paths_inside_a_home_are_refused_and_homes_are_staged(program):
+    parts = program["_home_parts"]
+    assert parts(["/home", "/var/lib/jupyterhub"], ["/home"]) == (
+        ["/var/lib/jupyterhub"], {"/home": None}, [])
+    assert parts(["/home/alice", "/home/bob/"], ["/home"]) == ([], {"/home": ["alice", "bob"]},
+                                                               [])
+    assert parts(["/home/alice/nb/x.ipynb"], ["/home"])[2] == ["/home/alice/nb/x.ipynb"]
+    assert parts(["/"], ["/home"]) == (["/"], {"/home": None}, [])
+    out = program["restore"]({"paths": ["/home"], "homes": ["/home"]}, "latest",
+                             ["/home/alice/.bashrc"])
+    assert not out["ok"] and "inside a home" in out["error"] and out["stopped"] == []
+
+
+def test_a_home_is_restored_beside_a_planted_link_never_through_it(tmp_path, program):
+    """restic writes into root's staging directory; the home is then renamed into place,
+    so a link the user planted in the home they have now takes no write elsewhere."""
+    root, outside = tmp_path / "home", tmp_path / "etc"
+    root.mkdir()
+    outside.mkdir()
+    (root / "alice").mkdir()
+    (root / "alice" / "notes.txt").symlink_to(outside / "owned")  # planted after the backup
+    (root / "alice" / "newer.txt").write_text("written after the backup\n")
+    calls = []
+
+    def fake_restic(cfg, *args, timeout=None):
+        calls.append(args)
+        target = args[args.index("--target") + 1]
+        home = os.path.join(target, str(root).lstrip("/"), "alice")
+        os.makedirs(home)
+        with open(os.path.join(home, "notes.txt"), "w") as fh:
+            fh.write("from the snapshot\n")
+        return 0, "restored\n", ""
+
+    program["restic"] = fake_restic
+    done, why = program["_restore_homes"]({}, "latest", str(root), ["alice"])
+    assert why is None and done["homes"] == [str(root / "alice")]
+    assert not (outside / "owned").exists()
+    assert (root / "alice" / "notes.txt").read_text() == "from the snapshot\n"
+    assert not (root / "alice" / "notes.txt").is_symlink()
+    (kept,) = done["aside"]  # what was there is put aside, not lost
+    assert (Path(kept) / "newer.txt").read_text() == "written after the backup\n"
+    assert not (root / ".jhprovision-restore").exists()
+    assert calls[0][:4] == ("restore", "latest", "--target", str(root / ".jhprovision-restore"))
