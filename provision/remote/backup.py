@@ -248,16 +248,16 @@ STAGE = ".jhprovision-restore"  # below a homes' root: root's, 0700, same file s
 def _home_parts(want, roots):
     """Split the paths asked for into those outside the homes (restored in place: trees
     only root writes), the homes' roots with the homes asked for (None: every home), and
-    the paths inside a home, which are refused: restic would write them as root through
-    directories the user owns (a link planted there would take root's write elsewhere)."""
+    the paths refused: inside a home (restic would write them as root through directories
+    the user owns: a link planted there would take root's write elsewhere), or above a
+    homes' root ('/': restic cannot include it and exclude the homes at once)."""
     direct, homes, refused = [], {}, []
     for p in want:
         p = p.rstrip("/") or "/"
         root = next((r for r in roots if p == r or p.startswith(r + "/")), None)
         if root is None:
             if any(r.startswith(p.rstrip("/") + "/") for r in roots):
-                homes.update({r: None for r in roots if r.startswith(p.rstrip("/") + "/")})
-                direct.append(p)  # '/': what is not a home, in place; the homes staged
+                refused.append(p)  # '/': the homes must come apart from the rest
             else:
                 direct.append(p)
         elif p == root:
@@ -330,10 +330,10 @@ def restore(cfg, snapshot="latest", paths=None):
     want = paths or cfg["paths"]
     direct, homes, refused = _home_parts(want, cfg["homes"])
     if refused:
-        return {"ok": False, "stopped": [], "error": "a path inside a home cannot be "
-                "restored (%s): restore the whole home (e.g. %s), or have its user copy "
-                "the file from a restored copy" % (", ".join(refused),
-                                                  refused[0].rsplit("/", 1)[0])}
+        return {"ok": False, "stopped": [], "error": "cannot be restored in one piece with "
+                "the homes' staging: %s (restore a whole home, e.g. /home/alice, and other "
+                "paths by name; a file inside a home: have its user copy it from a restored "
+                "copy)" % ", ".join(refused)}
     stop = []
     if _under(cfg["hub_state_dir"], want) or _under(cfg["hub_config_dir"], want):
         stop += cfg["hub_units"]
@@ -352,8 +352,6 @@ def restore(cfg, snapshot="latest", paths=None):
         args = ["restore", snapshot, "--target", "/"]
         for p in include:
             args += ["--include", p]
-        for root in homes:  # '/' asked for: its homes come through the staging directory
-            args += ["--exclude", root]
         rc, out, err = restic(cfg, *args)
         if rc != 0:
             return {"ok": False, "error": "restic restore failed: " + last_lines(err),

@@ -218,7 +218,7 @@ def test_a_home_is_restored_whole_and_never_through_a_link_its_user_planted(seme
        f"ln -s /etc/jhprov-planted {NOTEBOOK}'")
     inside = run(semester, "restore", "--hosts", "lab9", "--paths",
                  f"/home/alice/{NOTEBOOK}", check=False)
-    assert inside.returncode == 1 and "inside a home" in inside.stdout, inside.stdout
+    assert inside.returncode == 1 and "a file inside a home" in inside.stdout, inside.stdout
     restored = run(semester, "restore", "--hosts", "lab9", "--paths", "/home/alice")
     assert "kept in /home/.alice.before-restore-" in restored.stdout, restored.stdout
     assert sh("lab9", "test -e /etc/jhprov-planted && echo yes || echo no").strip() == "no"
