@@ -113,12 +113,18 @@ def test_failing_step_isolated_and_retry_failed(base, tmp_path):
     assert list(json.loads(rep.read_text())["hosts"]) == ["lab2"]
 
 
-def _wait_for(host: str, pattern: str, limit: float = 120) -> None:
+def _pids(host: str, pattern: str) -> set[str]:
+    # '[p]ip install' matches pip (and uv's pip), not this pgrep's own command line
+    regex = f"[{pattern[0]}]{pattern[1:]}"
+    return set(sh(host, f"pgrep -f {regex!r} || true").split())
+
+
+def _wait_for(host: str, pattern: str, before: set[str], limit: float = 120) -> None:
+    """Until a process matching ``pattern`` that was not there ``before`` runs on host
+    (one left by an earlier test is not this run's)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        # '[p]ip install' matches pip, not this pgrep's own command line
-        regex = f"[{pattern[0]}]{pattern[1:]}"
-        if sh(host, f"pgrep -f {regex!r} || true").strip():
+        if _pids(host, pattern) - before:
             return
         time.sleep(0.2)
     raise AssertionError(f"{pattern!r} never ran on {host}")
@@ -133,19 +139,23 @@ def _slow_inventory(base, tmp_path, extra: dict | None = None):
 
 
 def _start(inv, tmp_path, hosts=HOSTS):
-    # Make sure the slow step has work to do, whatever an earlier test left installed.
+    """The run, started; and the pip installs that were running on lab2 before it."""
+    # Make sure the slow step has work to do, whatever an earlier test left installed or
+    # in uv's cache (from the cache alone, uv would be done before the test could see it).
     sh("lab2", "/opt/jupyterhub-user/bin/pip uninstall --yes --quiet pandas polars "
-               "2>/dev/null; true")
+               "2>/dev/null; env UV_CACHE_DIR=/var/cache/jhprovision-uv "
+               "/opt/jhprovision-uv/bin/uv cache clean --quiet pandas polars 2>/dev/null; true")
+    before = _pids("lab2", "pip install")
     report = tmp_path / "run.json"
     proc = start_invoke("provision", "--hosts", hosts, "--inventory", str(inv), "--json",
                         str(report))
-    return proc, report
+    return proc, report, before
 
 
 def test_host_dropping_mid_run_is_reported_while_others_finish(base, tmp_path):
     inv = _slow_inventory(base, tmp_path)
-    proc, report = _start(inv, tmp_path)
-    _wait_for("lab2", "pip install")
+    proc, report, before = _start(inv, tmp_path)
+    _wait_for("lab2", "pip install", before)
     # Cut lab2's SSH sessions (ours, inside our own lab host) while pip runs.
     sh("lab2", "for p in $(pgrep -f 'sshd: root@notty'); do "
                "[ $p != $PPID ] && kill -9 $p; done; true", check=False)
@@ -166,8 +176,8 @@ def test_ctrl_c_mid_apply_leaves_old_or_new_and_next_run_converges(base, tmp_pat
     inv = _slow_inventory(base, tmp_path, {"jupyterhub_start_timeout": 90,
                                            "jupyterhub_user_packages": ["polars==1.35.2"]})
     hub_pid = sh("lab2", "systemctl show -p MainPID --value jupyterhub").strip()
-    proc, _ = _start(inv, tmp_path, "lab2")
-    _wait_for("lab2", "pip install")
+    proc, _, before = _start(inv, tmp_path, "lab2")
+    _wait_for("lab2", "pip install", before)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 130, out + err
