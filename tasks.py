@@ -79,7 +79,8 @@ def _guard(fn):
         **HELP_COMMON,
         "forks": "How many hosts to work on at once (default 10).",
         "var": "Override a variable for this run: --var jupyterhub_port=8080 (repeatable).",
-        "retry-failed": "Run again only on the hosts that failed or were unreachable last time.",
+        "retry-failed": "Run again only on the hosts that failed or were unreachable the last "
+                        "time this inventory was run.",
         "verbose": "Also list steps that were already ok.",
         "roles": "Only these roles, comma-separated; they run in their own order: "
                  + ",".join(registry().names) + ".",
@@ -94,7 +95,8 @@ def provision(c, hosts="all", inventory=None, check=False, diff=False, forks=Non
     Example: invoke provision --hosts lab1,lab2 --check
     """
     def go():
-        pattern = api.failed_last_time() if retry_failed else _hosts(hosts, limit)
+        pattern = (api.failed_last_time(api.last_run_path(inventory)) if retry_failed
+                   else _hosts(hosts, limit))
         return api.provision(pattern, inventory=inventory, check=check, diff=diff,
                              forks=_int("--forks", forks or 10, 1), cli_vars=var,
                              json_path=json, verbose=verbose, roles=roles)

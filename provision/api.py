@@ -22,6 +22,18 @@ from .variables import check_username
 LAST_RUN = REPO / ".provision" / "last-run.json"
 
 
+def last_run_path(inventory: str | Path | None) -> Path:
+    """Where the last run on ``inventory`` is recorded (for --retry-failed): one file per
+    inventory, so a run on another inventory meanwhile (another class's lab, a test beside
+    this one) does not take its place."""
+    import hashlib
+
+    from .config import find_inventory
+
+    key = hashlib.sha256(str(find_inventory(inventory).resolve()).encode()).hexdigest()[:16]
+    return LAST_RUN.with_name(f"last-run-{key}.json")
+
+
 def failed_last_time(path: Path = LAST_RUN) -> str:
     """The hosts that failed or were unreachable in the last recorded run, as a pattern."""
     from .files import read_text
@@ -70,7 +82,7 @@ def provision(hosts: str = "all", *, inventory: str | None = None, check: bool =
 
         for line in after_run(cfg.hosts):  # the push cache, bounded
             display.line(line)
-        report.write(LAST_RUN)
+        report.write(last_run_path(cfg.inventory.path))
     if json_path:
         report.write(json_path)
     return report

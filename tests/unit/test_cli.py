@@ -245,3 +245,16 @@ def test_invoke_keeps_the_projects_bytecode_unless_python_is_told_not_to(tmp_pat
     assert "provision" in proc.stdout
     compiled = sorted(p.name for p in (copy / "provision").glob("__pycache__/*.pyc"))
     assert any(name.startswith("api.") for name in compiled) is written, compiled
+
+
+def test_each_inventory_has_its_own_last_run(tmp_path):
+    """--retry-failed retries the last run of the inventory it is given: a run on another
+    inventory meanwhile does not take its place."""
+    from provision import api
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    assert api.last_run_path(str(a)) != api.last_run_path(str(b))
+    assert api.last_run_path(str(a)) == api.last_run_path(str(tmp_path / "x" / ".." / "a"))
+    assert api.last_run_path(str(a)).parent == api.LAST_RUN.parent
