@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -273,12 +274,15 @@ def _home_parts(want, roots):
 def _only_skeleton(home, skel="/etc/skel"):
     """Whether ``home`` holds nothing but what useradd copied from the skeleton (a fresh
     host's new account): then nothing is lost when the restored home replaces it."""
-    for top, dirs, files in os.walk(home):
+    for top, dirs, files in os.walk(home):  # links are not followed, here or below
         for name in dirs + files:
             path = os.path.join(top, name)
             twin = os.path.join(skel, os.path.relpath(path, home))
-            if not os.path.lexists(twin) or (
-                    os.path.isfile(path) and os.path.getsize(path) != os.path.getsize(twin)):
+            if not os.path.lexists(twin):
+                return False
+            mine, theirs = os.lstat(path), os.lstat(twin)
+            if stat.S_IFMT(mine.st_mode) != stat.S_IFMT(theirs.st_mode) or (
+                    stat.S_ISREG(mine.st_mode) and mine.st_size != theirs.st_size):
                 return False
     return True
 
@@ -342,7 +346,7 @@ def restore(cfg, snapshot="latest", paths=None):
     if stop:
         subprocess.run(["systemctl", "stop", "--", *stop], check=False,
                        capture_output=True, timeout=300)
-    include = [p for p in direct if p not in cfg["homes"]]
+    include = list(direct)
     copy = cfg.get("hub_db_copy")
     restores_db = bool(copy) and _under(cfg["hub_state_dir"], want)
     if restores_db:
