@@ -21,6 +21,10 @@ KEY_FILE = LAB_DIR / "id_ed25519"
 KNOWN_HOSTS_FILE = LAB_DIR / "known_hosts"
 LOCK_FILE = LAB_DIR / "lock"
 INVENTORY_FILE = REPO_ROOT / "inventory" / "lab.yml"
+# /home of every host booted with `lab.up --shared-home` (the lab's stand-in for a site's
+# NFS server: nspawn hosts can neither serve nor mount NFS). Removed by `lab.down` once
+# no host uses it.
+SHARED_HOME_DIR = LAB_DIR / "shared-home"
 
 # Machine-wide caches shared by every clone: building the base tree costs about a minute
 # and a few hundred MB of downloads, so a fresh clone on the same machine reuses it.

@@ -61,6 +61,7 @@ class HostState:
     slirp: Proc | None = None
     suite: str = config.SUITE  # Debian suite of its base (older state files: the default)
     offline: bool = False  # booted with no way out (lab.up --offline)
+    shared_home: bool = False  # /home is the lab's shared directory (lab.up --shared-home)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -210,9 +211,11 @@ def _clear_remnants(name: str) -> None:
 
 
 def boot(name: str, base: Path, authorized_key: str, suite: str = config.SUITE, *,
-         offline: bool = False) -> HostState:
+         offline: bool = False, shared_home: bool = False) -> HostState:
     """Start host `name` over the base tree `base`; returns once systemd is starting.
     `offline`: no default route, so no registry (or anything past the lab) is reachable.
+    `shared_home`: the host's /home is `config.SHARED_HOME_DIR`, the same directory in
+    every host booted so (the lab's stand-in for a site's NFS-mounted /home).
 
     Waiting for the boot to finish is the caller's job, so hosts boot in parallel. On
     failure everything done so far is undone before the error is raised.
@@ -220,7 +223,8 @@ def boot(name: str, base: Path, authorized_key: str, suite: str = config.SUITE, 
     directory = host_dir(name)
     if directory.exists():
         raise LabError(f"{directory} exists already; run `invoke lab.down` first")
-    state = HostState(name=name, base=str(base), suite=suite, offline=offline)
+    state = HostState(name=name, base=str(base), suite=suite, offline=offline,
+                      shared_home=shared_home)
     try:
         for sub in ("upper", "work", "merged"):
             (directory / sub).mkdir(parents=True)
@@ -237,7 +241,7 @@ def boot(name: str, base: Path, authorized_key: str, suite: str = config.SUITE, 
         if offline:  # before systemd starts: nothing in the host ever had a way out
             drop_default_route(name)
         state.nspawn = launch_detached(
-            _nspawn_argv(name, directory),
+            _nspawn_argv(name, directory, shared_home=shared_home),
             directory / "nspawn.log",
             [str(d) for d in cgroup_dirs(name, "nspawn")],
         )
@@ -265,7 +269,9 @@ def _write_identity(name: str, directory: Path, authorized_key: str) -> None:
     os.chmod(keys, 0o600)
 
 
-def _nspawn_argv(name: str, directory: Path) -> list[str]:
+def _nspawn_argv(name: str, directory: Path, *, shared_home: bool = False) -> list[str]:
+    if shared_home:
+        config.SHARED_HOME_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
     return [
         "systemd-nspawn",
         "--boot",
@@ -282,6 +288,7 @@ def _nspawn_argv(name: str, directory: Path) -> list[str]:
         "--console=read-only",
         f"--directory={directory / 'merged'}",
         f"--machine={name}",
+        *([f"--bind={config.SHARED_HOME_DIR}:/home"] if shared_home else []),
     ]
 
 

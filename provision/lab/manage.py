@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import shutil
 import subprocess
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,7 @@ class LabHost:
     pid: int | None
     suite: str = config.SUITE
     offline: bool = False  # booted with no way out (lab.up --offline)
+    shared_home: bool = False  # /home shared with the other such hosts (lab.up --shared-home)
 
     @property
     def hub_url(self) -> str:
@@ -65,7 +67,7 @@ def _describe(name: str) -> LabHost:
     pid = nspawn.pid if nspawn is not None and alive(nspawn) else None
     return LabHost(name, ports["ssh"], ports, host.process_state(state), pid,
                    state.suite if state else config.SUITE,
-                   bool(state and state.offline))
+                   bool(state and state.offline), bool(state and state.shared_home))
 
 
 def status() -> list[LabHost]:
@@ -74,12 +76,14 @@ def status() -> list[LabHost]:
 
 
 def up(count: int = 0, *, names: Sequence[str] = (), suite: str = config.SUITE,
-       offline: bool = False) -> list[LabHost]:
+       offline: bool = False, shared_home: bool = False) -> list[LabHost]:
     """Boot lab1..lab`count` (those not already running) and wait until all are up; with
     `names` (e.g. ["lab3"]), exactly those hosts. Hosts booted now run Debian `suite`
     (bookworm or trixie, each from a cached base of its own); running hosts keep theirs.
     With `offline`, the hosts booted now have no way out (no default route: no registry,
-    nothing past the lab's network); running hosts are left as they are.
+    nothing past the lab's network); running hosts are left as they are. With
+    `shared_home`, their /home is one directory of this machine (`config.SHARED_HOME_DIR`),
+    the same in every host booted so.
 
     Example: `up(2)` returns the two LabHost entries once `systemctl is-system-running
     --wait` says `running` on both over SSH. Hosts already running are left alone (a
@@ -110,12 +114,14 @@ def up(count: int = 0, *, names: Sequence[str] = (), suite: str = config.SUITE,
             host.check_free(name)
         try:
             for name in to_boot:
-                host.boot(name, base, authorized_key, suite, offline=offline)
+                host.boot(name, base, authorized_key, suite, offline=offline,
+                          shared_home=shared_home)
                 log.info(
                     "%s: booting %s%s (ssh port %d)",
                     name,
                     suite,
-                    ", offline" if offline else "",
+                    (", offline" if offline else "")
+                    + (", shared /home" if shared_home else ""),
                     render.ports_for(render.host_index(name))["ssh"],
                 )
         finally:
@@ -153,7 +159,8 @@ def down(names: Iterable[str] | None = None) -> None:
     network namespace or cgroup behind; raises `LabError` listing anything left.
 
     `inventory/lab.yml` and `.lab/known_hosts` are rewritten for the hosts that remain,
-    and deleted when none does. The lab's key pair is kept.
+    and deleted when none does; the shared /home once no host uses it. The lab's key pair
+    is kept.
     """
     require_root()
     with _locked(config.LOCK_FILE):
@@ -163,6 +170,9 @@ def down(names: Iterable[str] | None = None) -> None:
             else [render.host_name(render.host_index(name)) for name in names]
         )
         errors = _teardown_all(targets)
+        if config.SHARED_HOME_DIR.exists() and not any(
+                (state := host.load_state(n)) and state.shared_home for n in host.known_names()):
+            shutil.rmtree(config.SHARED_HOME_DIR)  # its last host is gone
         _write_known_hosts()
         _write_inventory()
     if errors:

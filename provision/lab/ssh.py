@@ -110,12 +110,13 @@ def wait_running(name: str, port: int, log: Path) -> str:
 
 # systemd-nspawn mounts a container's v1 controller hierarchies read-only; the host's
 # systemd then cannot apply MemoryMax= or CPUQuota= to its units, and a per-user limit
-# would be a number on paper. The host's own cgroups are below the lab's (system.py
-# cgroup_roots), so making its memory and cpu mounts writable gives it only its subtree.
+# would be a number on paper, and slurmd cannot make a job's freezer cgroup. The host's own
+# cgroups are below the lab's (system.py cgroup_roots), so making its memory, cpu and
+# freezer mounts writable gives it only its subtree.
 _DELEGATE = r"""
 set -e
 changed=
-for c in memory cpu cpuacct cpu,cpuacct; do
+for c in memory cpu cpuacct cpu,cpuacct freezer; do
     m=/sys/fs/cgroup/$c
     mountpoint -q "$m" || continue
     findmnt -no OPTIONS "$m" | grep -qE '(^|,)ro(,|$)' || continue

@@ -318,8 +318,10 @@ def lan_remove_if_unused() -> None:
 # --- cgroups ---------------------------------------------------------------------------
 
 
-# v1 controllers a lab host's systemd uses for per-unit limits (MemoryMax=, CPUQuota=).
-RESOURCE_CONTROLLERS = frozenset({"memory", "cpu", "cpuacct"})
+# v1 controllers a lab host gets a subtree of its own in: its systemd uses memory and cpu
+# for per-unit limits (MemoryMax=, CPUQuota=), and Slurm's slurmd puts each job in a
+# freezer cgroup (ProctrackType=proctrack/cgroup) and a memory one (ConstrainRAMSpace).
+RESOURCE_CONTROLLERS = frozenset({"memory", "cpu", "cpuacct", "freezer"})
 
 
 def _own_cgroups() -> dict[frozenset[str], str]:
@@ -334,15 +336,16 @@ def _own_cgroups() -> dict[frozenset[str], str]:
 
 def cgroup_roots() -> list[Path]:
     """Where the lab makes its cgroups: the roots of the hierarchies that track processes
-    (cgroup2 and name=systemd), and this process's own cgroup in the v1 memory and cpu
-    hierarchies.
+    (cgroup2 and name=systemd), and this process's own cgroup in the v1 memory, cpu and
+    freezer hierarchies.
 
     Each lab process is put in its own cgroup in each of them: systemd-nspawn creates
     `payload/` and `supervisor/` below its own cgroup, two containers sharing a cgroup
     would fight over those; and a host's systemd makes its units' memory and cpu cgroups
     below its own (the limits a SystemdSpawner unit sets must be the kernel's, not
-    numbers on paper). Those are nested below ours, so the lab never escapes a limit put
-    on the process that started it. Other v1 controllers are left as they are.
+    numbers on paper), and a compute node's slurmd its jobs' freezer cgroups. Those are
+    nested below ours, so the lab never escapes a limit put on the process that started
+    it. Other v1 controllers are left as they are.
     """
     own = _own_cgroups()
     roots = []

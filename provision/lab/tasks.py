@@ -46,9 +46,11 @@ def _table(hosts: list[lab.LabHost], systemd: dict[str, str] | None = None) -> s
             "suite": "Debian suite of the hosts booted now: bookworm (12, default) or trixie "
                      "(13)",
             "offline": "the hosts booted now get no way out (no route to any registry, "
-                       "like an air-gapped lab); lab.status shows NET offline"})
+                       "like an air-gapped lab); lab.status shows NET offline",
+            "shared_home": "the hosts booted now share one /home (.lab/shared-home of this "
+                           "machine: the lab's stand-in for a site's NFS-mounted /home)"})
 def up(c: Context, count: str | None = None, suite: str = config.SUITE,
-       offline: bool = False) -> None:
+       offline: bool = False, shared_home: bool = False) -> None:
     """Boot lab hosts lab1..labN (Debian 12 or 13, systemd, sshd) and wait until they run.
 
     Hosts already running are left alone (and keep their suite and network). The first
@@ -57,7 +59,8 @@ def up(c: Context, count: str | None = None, suite: str = config.SUITE,
     Needs root.
 
     Example: invoke lab.up --count 2; invoke lab.up --count 4 --suite trixie;
-    invoke lab.up --count 3 --offline (lab3 offline beside running lab1 and lab2)
+    invoke lab.up --count 3 --offline (lab3 offline beside running lab1 and lab2);
+    invoke lab.up --count 3 --shared-home (one /home for a Slurm cluster's hosts)
     """
     try:
         n = int(count or 1)
@@ -69,7 +72,7 @@ def up(c: Context, count: str | None = None, suite: str = config.SUITE,
     _log_to_stderr()
     started = time.monotonic()
     try:
-        hosts = lab.up(n, suite=suite, offline=offline)
+        hosts = lab.up(n, suite=suite, offline=offline, shared_home=shared_home)
     except lab.LabError as err:
         raise Exit(f"lab.up failed: {err}", code=1) from err
     print(_table(hosts, {h.name: "running" for h in hosts}))

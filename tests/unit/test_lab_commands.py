@@ -28,6 +28,25 @@ def test_slirp_argv_isolates_the_host() -> None:
     assert argv[-3:] == ["--netns-type=path", "/run/netns/lab1", "tap0"]
 
 
+def test_shared_home_binds_one_directory_over_home(tmp_path, monkeypatch) -> None:
+    shared = tmp_path / "shared-home"
+    monkeypatch.setattr(host.config, "SHARED_HOME_DIR", shared)
+    plain = host._nspawn_argv("lab2", Path("/r/.lab/hosts/lab2"))
+    assert not any(a.startswith("--bind") for a in plain)
+    argv = host._nspawn_argv("lab2", Path("/r/.lab/hosts/lab2"), shared_home=True)
+    assert f"--bind={shared}:/home" in argv
+    assert shared.is_dir()  # made before nspawn needs it
+
+
+def test_hosts_get_a_freezer_subtree_of_their_own() -> None:
+    # slurmd puts each job in a freezer cgroup (proctrack/cgroup): a host must get its own
+    # subtree there, like memory and cpu, and it is made writable after boot.
+    from provision.lab import ssh, system
+
+    assert "freezer" in system.RESOURCE_CONTROLLERS
+    assert " freezer; do" in ssh._DELEGATE
+
+
 def test_nspawn_argv_boots_without_host_systemd() -> None:
     argv = host._nspawn_argv("lab2", Path("/r/.lab/hosts/lab2"))
     assert argv[0] == "systemd-nspawn"
