@@ -22,7 +22,7 @@ KNOWN_HOSTS_FILE = LAB_DIR / "known_hosts"
 LOCK_FILE = LAB_DIR / "lock"
 INVENTORY_FILE = REPO_ROOT / "inventory" / "lab.yml"
 # /home of every host booted with `lab.up --shared-home` (the lab's stand-in for a site's
-# NFS server: nspawn hosts can neither serve nor mount NFS). Removed by `lab.down` once
+# NFS server: the kernel's nfsd is not the hosts' to run). Removed by `lab.down` once
 # no host uses it.
 SHARED_HOME_DIR = LAB_DIR / "shared-home"
 

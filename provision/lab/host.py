@@ -240,6 +240,8 @@ def boot(name: str, base: Path, authorized_key: str, suite: str = config.SUITE, 
         slirp.add_forwards(name, directory / "slirp.sock")
         if offline:  # before systemd starts: nothing in the host ever had a way out
             drop_default_route(name)
+        if shared_home:  # nspawn refuses to bind a directory that does not exist
+            config.SHARED_HOME_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
         state.nspawn = launch_detached(
             _nspawn_argv(name, directory, shared_home=shared_home),
             directory / "nspawn.log",
@@ -270,8 +272,6 @@ def _write_identity(name: str, directory: Path, authorized_key: str) -> None:
 
 
 def _nspawn_argv(name: str, directory: Path, *, shared_home: bool = False) -> list[str]:
-    if shared_home:
-        config.SHARED_HOME_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
     return [
         "systemd-nspawn",
         "--boot",

@@ -45,7 +45,6 @@ class LabHost:
     pid: int | None
     suite: str = config.SUITE
     offline: bool = False  # booted with no way out (lab.up --offline)
-    shared_home: bool = False  # /home shared with the other such hosts (lab.up --shared-home)
 
     @property
     def hub_url(self) -> str:
@@ -67,7 +66,7 @@ def _describe(name: str) -> LabHost:
     pid = nspawn.pid if nspawn is not None and alive(nspawn) else None
     return LabHost(name, ports["ssh"], ports, host.process_state(state), pid,
                    state.suite if state else config.SUITE,
-                   bool(state and state.offline), bool(state and state.shared_home))
+                   bool(state and state.offline))
 
 
 def status() -> list[LabHost]:

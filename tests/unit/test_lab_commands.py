@@ -28,14 +28,13 @@ def test_slirp_argv_isolates_the_host() -> None:
     assert argv[-3:] == ["--netns-type=path", "/run/netns/lab1", "tap0"]
 
 
-def test_shared_home_binds_one_directory_over_home(tmp_path, monkeypatch) -> None:
+def test_shared_home_binds_one_directory_over_home(tmp_path: Path, monkeypatch) -> None:
     shared = tmp_path / "shared-home"
     monkeypatch.setattr(host.config, "SHARED_HOME_DIR", shared)
     plain = host._nspawn_argv("lab2", Path("/r/.lab/hosts/lab2"))
     assert not any(a.startswith("--bind") for a in plain)
     argv = host._nspawn_argv("lab2", Path("/r/.lab/hosts/lab2"), shared_home=True)
     assert f"--bind={shared}:/home" in argv
-    assert shared.is_dir()  # made before nspawn needs it
 
 
 def test_hosts_get_a_freezer_subtree_of_their_own() -> None:
